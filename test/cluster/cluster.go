@@ -160,6 +160,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	apiArgs := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+		// A loopback address cannot back the kubernetes Service endpoints.
+		"--endpoint-reconciler-type=none",
 		"--secure-port=" + strconv.Itoa(ports[2]),
 		"--cert-dir=" + filepath.Join(c.Dir, "pki"),
 		"--tls-cert-file=" + p.servingCert, "--tls-private-key-file=" + p.servKey,

@@ -1,0 +1,170 @@
+package manifests
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// MaxDecodedBytes bounds the decoded size of one Bundle's resources, so that
+// a hostile or mistaken Bundle cannot exhaust the agent's memory.
+const MaxDecodedBytes = 8 << 20
+
+// Object is one desired object and where it came from.
+type Object struct {
+	Object *unstructured.Unstructured
+	// Source is "file.yaml#3": the resource's name and the document's
+	// 1-based index.
+	Source string
+}
+
+// DecodeError says which file and document could not be decoded, and why.
+type DecodeError struct {
+	Source string
+	Err    error
+}
+
+func (e *DecodeError) Error() string { return e.Source + ": " + e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// ErrEmptyBundle is returned for a Bundle that declares no object at all.
+var ErrEmptyBundle = errors.New("the bundle declares no objects")
+
+// Decode turns a Bundle's resources into desired objects: multi-document
+// YAML or JSON, in the declared encoding, with List kinds expanded. It
+// decodes every document it can and returns one DecodeError per document it
+// cannot, so that one broken file does not hide the rest. Namespaces are not
+// resolved here: that needs the cluster's REST mapping.
+func Decode(resources []Resource) ([]Object, []error) {
+	var objs []Object
+	var errs []error
+	total := 0
+	for _, r := range resources {
+		raw, err := decodeContent(r)
+		if err != nil {
+			errs = append(errs, &DecodeError{Source: r.Name, Err: err})
+			continue
+		}
+		total += len(raw)
+		if total > MaxDecodedBytes {
+			errs = append(errs, &DecodeError{Source: r.Name,
+				Err: fmt.Errorf("the bundle's resources exceed %d bytes decoded", MaxDecodedBytes)})
+			break
+		}
+		o, e := decodeDocuments(r.Name, raw)
+		objs = append(objs, o...)
+		errs = append(errs, e...)
+	}
+	if len(objs) == 0 && len(errs) == 0 {
+		errs = append(errs, ErrEmptyBundle)
+	}
+	return objs, errs
+}
+
+func decodeContent(r Resource) ([]byte, error) {
+	switch r.Encoding {
+	case EncodingNone:
+		return []byte(r.Content), nil
+	case EncodingBase64, EncodingBase64Gzip:
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(r.Content))
+		if err != nil {
+			return nil, fmt.Errorf("invalid base64: %w", err)
+		}
+		if r.Encoding == EncodingBase64 {
+			return b, nil
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("invalid gzip: %w", err)
+		}
+		out, err := io.ReadAll(io.LimitReader(zr, MaxDecodedBytes+1))
+		if err != nil {
+			return nil, fmt.Errorf("invalid gzip: %w", err)
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("unknown encoding %q (want \"\", base64 or base64+gzip)", r.Encoding)
+	}
+}
+
+func decodeDocuments(name string, raw []byte) ([]Object, []error) {
+	var objs []Object
+	var errs []error
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for doc := 1; ; doc++ {
+		chunk, err := reader.Read()
+		if err == io.EOF {
+			break
+		}
+		source := fmt.Sprintf("%s#%d", name, doc)
+		if err != nil {
+			errs = append(errs, &DecodeError{Source: source, Err: err})
+			break // the reader cannot resynchronise after a read error
+		}
+		if isBlank(chunk) {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := utilyaml.Unmarshal(chunk, &u.Object); err != nil {
+			errs = append(errs, &DecodeError{Source: source, Err: fmt.Errorf("invalid YAML: %w", err)})
+			continue
+		}
+		if u.Object == nil {
+			continue
+		}
+		if u.IsList() {
+			list, err := u.ToList()
+			if err != nil {
+				errs = append(errs, &DecodeError{Source: source, Err: err})
+				continue
+			}
+			for i := range list.Items {
+				item := list.Items[i]
+				src := fmt.Sprintf("%s[%d]", source, i)
+				if err := validateObject(&item); err != nil {
+					errs = append(errs, &DecodeError{Source: src, Err: err})
+					continue
+				}
+				objs = append(objs, Object{Object: &item, Source: src})
+			}
+			continue
+		}
+		if err := validateObject(u); err != nil {
+			errs = append(errs, &DecodeError{Source: source, Err: err})
+			continue
+		}
+		objs = append(objs, Object{Object: u, Source: source})
+	}
+	return objs, errs
+}
+
+func validateObject(u *unstructured.Unstructured) error {
+	if u.GetAPIVersion() == "" || u.GetKind() == "" {
+		return errors.New("apiVersion and kind are required")
+	}
+	if u.GetName() == "" {
+		if u.GetGenerateName() != "" {
+			return fmt.Errorf("%s: generateName is not supported: an owned object needs a stable name", u.GetKind())
+		}
+		return fmt.Errorf("%s: metadata.name is required", u.GetKind())
+	}
+	return nil
+}
+
+func isBlank(b []byte) bool {
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		t := bytes.TrimSpace(line)
+		if len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("---")) {
+			return false
+		}
+	}
+	return true
+}
