@@ -19,7 +19,8 @@ tools: ## build the local control plane once (cached by version under $(CACHE)/b
 	@tools/build.sh >/dev/null
 
 demo: tools ## the local control plane, with instructions; Ctrl-C stops everything
-	go run ./test/localcluster
+	go build -o bin/localcluster ./test/localcluster
+	exec bin/localcluster
 
 $(STATICCHECK):
 	@mkdir -p $(dir $@)

@@ -5,7 +5,6 @@
 package platform_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -267,7 +266,7 @@ func ownedBy(t *testing.T, obj *unstructured.Unstructured, manager, subresource 
 			continue
 		}
 		s := &fieldpath.Set{}
-		if err := s.FromJSON(bytes.NewReader(e.FieldsV1.Raw)); err != nil {
+		if err := s.FromJSON(e.FieldsV1.GetRawReader()); err != nil {
 			t.Fatalf("managedFields of %s: %v", manager, err)
 		}
 		set = set.Union(s)
