@@ -1,0 +1,249 @@
+package apply
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// Options configure an Applier.
+type Options struct {
+	// FieldManager is the server-side apply field manager.
+	FieldManager string
+	// Concurrency bounds the applies in flight.
+	Concurrency int
+}
+
+// DefaultOptions returns the options driftwatch runs with.
+func DefaultOptions() Options { return Options{FieldManager: "driftwatch", Concurrency: 8} }
+
+// Applier applies desired objects with server-side apply.
+type Applier struct {
+	client dynamic.Interface
+	mapper meta.ResettableRESTMapper
+	opts   Options
+}
+
+// New returns an Applier writing through client and resolving kinds through
+// mapper (reset after CRDs are applied).
+func New(client dynamic.Interface, mapper meta.ResettableRESTMapper, opts Options) *Applier {
+	if opts.Concurrency < 1 {
+		opts.Concurrency = 1
+	}
+	return &Applier{client: client, mapper: mapper, opts: opts}
+}
+
+// FieldManager returns the field manager the Applier applies as.
+func (a *Applier) FieldManager() string { return a.opts.FieldManager }
+
+// Action is what an apply did to one object.
+type Action string
+
+// The actions.
+const (
+	Created    Action = "Created"
+	Configured Action = "Configured"
+	Unchanged  Action = "Unchanged"
+	Deleted    Action = "Deleted"
+	Failed     Action = "Failed"
+	Refused    Action = "Refused"
+)
+
+// Desired is one object ready to apply: stamped, its namespace resolved.
+type Desired struct {
+	Object *unstructured.Unstructured
+	Ref    manifests.ObjectRef
+	GVR    schema.GroupVersionResource
+	// Hash identifies the desired content; equal hashes need no write.
+	Hash string
+	// Source is where the object was declared ("file.yaml#2").
+	Source string
+}
+
+// Applied is the recorded applied state of one object: what the server
+// returned after our last apply.
+type Applied struct {
+	GVR             schema.GroupVersionResource
+	UID             string
+	ResourceVersion string
+	// Fields is our field manager's Apply entry: what we own.
+	Fields *fieldpath.Set
+	// Hash of the desired object that was applied.
+	Hash string
+}
+
+// Result is the outcome of applying one object.
+type Result struct {
+	Desired Desired
+	Action  Action
+	Applied *Applied
+	Err     error
+	// Duration of the API call.
+	Duration time.Duration
+}
+
+// Resolve finds the resource of obj and settles its namespace: targetNS
+// forces every namespaced object there (and refuses cluster-scoped ones),
+// defaultNS fills in a namespace that the object does not name.
+func (a *Applier) Resolve(obj *unstructured.Unstructured, defaultNS, targetNS string) (schema.GroupVersionResource, error) {
+	gvk := obj.GroupVersionKind()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		if meta.IsNoMatchError(err) {
+			return schema.GroupVersionResource{}, fmt.Errorf("unknown kind %s: no such resource in the target cluster", gvk)
+		}
+		return schema.GroupVersionResource{}, err
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		switch {
+		case targetNS != "":
+			obj.SetNamespace(targetNS)
+		case obj.GetNamespace() == "":
+			if defaultNS == "" {
+				defaultNS = "default"
+			}
+			obj.SetNamespace(defaultNS)
+		}
+	} else {
+		if targetNS != "" {
+			return schema.GroupVersionResource{}, fmt.Errorf("%s is cluster-scoped, but the bundle sets targetNamespace %q", gvk.Kind, targetNS)
+		}
+		obj.SetNamespace("")
+	}
+	return m.Resource, nil
+}
+
+// Hash returns a digest of an object's desired content.
+func Hash(obj *unstructured.Unstructured) (string, error) {
+	b, err := json.Marshal(obj.Object) // encoding/json sorts map keys: stable
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+// ResetMapping forgets the cached REST mapping, after CRDs changed.
+func (a *Applier) ResetMapping() { a.mapper.Reset() }
+
+// Apply server-side applies one object. With force, fields that another
+// manager holds are taken back; without, such a field is a conflict error.
+func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
+	start := time.Now()
+	res := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace)
+	obj, err := res.Apply(ctx, d.Ref.Name, d.Object, metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: force})
+	r := Result{Desired: d, Duration: time.Since(start)}
+	if err != nil {
+		r.Action, r.Err = Failed, fmt.Errorf("%s apply failed: %w", d.Ref, err)
+		return r
+	}
+	fields, err := OwnedFields(obj, a.opts.FieldManager)
+	if err != nil {
+		r.Action, r.Err = Failed, fmt.Errorf("%s: %w", d.Ref, err)
+		return r
+	}
+	r.Action = Configured
+	if obj.GetGeneration() <= 1 && obj.GetCreationTimestamp().After(start.Add(-time.Second)) {
+		r.Action = Created
+	}
+	r.Applied = &Applied{GVR: d.GVR, UID: string(obj.GetUID()), ResourceVersion: obj.GetResourceVersion(),
+		Fields: fields, Hash: d.Hash}
+	return r
+}
+
+// DryRun server-side applies without persisting and returns what the
+// server would store.
+func (a *Applier) DryRun(ctx context.Context, d Desired, force bool) (*unstructured.Unstructured, error) {
+	obj, err := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Apply(ctx, d.Ref.Name, d.Object,
+		metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: force, DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return nil, fmt.Errorf("%s dry-run failed: %w", d.Ref, err)
+	}
+	return obj, nil
+}
+
+// Get reads the live object, or returns nil when it does not exist.
+func (a *Applier) Get(ctx context.Context, d Desired) (*unstructured.Unstructured, error) {
+	obj, err := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Get(ctx, d.Ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Ref, err)
+	}
+	return obj, nil
+}
+
+// Delete deletes an owned object in the background; a missing object is
+// not an error.
+func (a *Applier) Delete(ctx context.Context, gvr schema.GroupVersionResource, ref manifests.ObjectRef) error {
+	policy := metav1.DeletePropagationBackground
+	err := a.client.Resource(gvr).Namespace(ref.Namespace).Delete(ctx, ref.Name, metav1.DeleteOptions{PropagationPolicy: &policy})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("%s delete failed: %w", ref, err)
+	}
+	return nil
+}
+
+// WaitEstablished waits until the named CRDs are Established.
+func (a *Applier) WaitEstablished(ctx context.Context, names []string, timeout time.Duration) error {
+	crds := a.client.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	for _, name := range names {
+		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+			crd, err := crds.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				if m["type"] == "Established" && m["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("CustomResourceDefinition %s not Established: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// OwnedFields returns the fields that manager owns by Apply on the main
+// resource of obj, from its managedFields.
+func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
+	set := &fieldpath.Set{}
+	for _, e := range obj.GetManagedFields() {
+		if e.Manager != manager || e.Operation != metav1.ManagedFieldsOperationApply || e.Subresource != "" || e.FieldsV1 == nil {
+			continue
+		}
+		s := &fieldpath.Set{}
+		if err := s.FromJSON(e.FieldsV1.GetRawReader()); err != nil {
+			return nil, fmt.Errorf("managedFields of %s: %w", manager, err)
+		}
+		set = set.Union(s)
+	}
+	return set, nil
+}
+
+// IsConflict reports whether err is a server-side apply conflict.
+func IsConflict(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status) && apierrors.IsConflict(err)
+}

@@ -1,0 +1,207 @@
+package watch
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Handler receives the events of every informer. Calls for one resource
+// type come from one goroutine; calls for different types are concurrent.
+// Objects are shared with the cache and must not be modified.
+type Handler interface {
+	// OnUpsert is called for an object added or updated.
+	OnUpsert(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata)
+	// OnDelete is called for a deleted object (also when the deletion was
+	// only inferred after a re-list).
+	OnDelete(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata)
+}
+
+// Options configure a Manager.
+type Options struct {
+	// LabelSelector selects owned objects, e.g. "driftwatch.io/bundle".
+	LabelSelector string
+	// SyncTimeout bounds the wait for a new informer's first list.
+	SyncTimeout time.Duration
+}
+
+// Manager runs one metadata-only informer per resource type, each with its
+// own stop channel so that one type can stop alone (the stock factory can
+// only stop all of them).
+type Manager struct {
+	client  metadata.Interface
+	handler Handler
+	opts    Options
+
+	mu        sync.Mutex
+	informers map[schema.GroupVersionResource]*informer
+	wg        sync.WaitGroup
+	ctx       context.Context
+}
+
+type informer struct {
+	inf    cache.SharedIndexInformer
+	cancel context.CancelFunc
+}
+
+// New returns a Manager. Informers start on Ensure and stop with ctx or
+// Stop; Wait returns when all have stopped.
+func New(ctx context.Context, client metadata.Interface, handler Handler, opts Options) *Manager {
+	if opts.SyncTimeout == 0 {
+		opts.SyncTimeout = time.Minute
+	}
+	return &Manager{client: client, handler: handler, opts: opts, ctx: ctx,
+		informers: map[schema.GroupVersionResource]*informer{}}
+}
+
+// Ensure starts the informer for gvr unless it runs, and waits for its
+// first list to be in the cache.
+func (m *Manager) Ensure(ctx context.Context, gvr schema.GroupVersionResource) error {
+	m.mu.Lock()
+	inf, ok := m.informers[gvr]
+	if !ok {
+		inf = m.start(gvr)
+		m.informers[gvr] = inf
+	}
+	m.mu.Unlock()
+	if inf.inf.HasSynced() {
+		return nil
+	}
+	syncCtx, cancel := context.WithTimeout(ctx, m.opts.SyncTimeout)
+	defer cancel()
+	if !cache.WaitForCacheSync(syncCtx.Done(), inf.inf.HasSynced) {
+		return fmt.Errorf("informer for %s did not sync", gvr)
+	}
+	return nil
+}
+
+func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
+	ctx, cancel := context.WithCancel(m.ctx)
+	inf := metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+		func(o *metav1.ListOptions) { o.LabelSelector = m.opts.LabelSelector }).Informer()
+	_ = inf.SetTransform(Trim) // fails only once the informer runs; it has not started
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				m.handler.OnUpsert(gvr, o)
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				m.handler.OnUpsert(gvr, o)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				m.handler.OnDelete(gvr, o)
+			}
+		},
+	}) // fails only on a stopped informer; this one has not started
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		inf.RunWithContext(ctx)
+	}()
+	return &informer{inf: inf, cancel: cancel}
+}
+
+// Stop stops the informer for gvr, if it runs.
+func (m *Manager) Stop(gvr schema.GroupVersionResource) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if inf, ok := m.informers[gvr]; ok {
+		inf.cancel()
+		delete(m.informers, gvr)
+	}
+}
+
+// Running returns the resource types with an informer.
+func (m *Manager) Running() []schema.GroupVersionResource {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]schema.GroupVersionResource, 0, len(m.informers))
+	for gvr := range m.informers {
+		out = append(out, gvr)
+	}
+	return out
+}
+
+// Get returns the cached object, if any.
+func (m *Manager) Get(gvr schema.GroupVersionResource, namespace, name string) (*metav1.PartialObjectMetadata, bool) {
+	m.mu.Lock()
+	inf, ok := m.informers[gvr]
+	m.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	key := name
+	if namespace != "" {
+		key = namespace + "/" + name
+	}
+	obj, exists, err := inf.inf.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return nil, false
+	}
+	o, ok := obj.(*metav1.PartialObjectMetadata)
+	return o, ok
+}
+
+// List returns every cached object of gvr.
+func (m *Manager) List(gvr schema.GroupVersionResource) []*metav1.PartialObjectMetadata {
+	m.mu.Lock()
+	inf, ok := m.informers[gvr]
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	items := inf.inf.GetStore().List()
+	out := make([]*metav1.PartialObjectMetadata, 0, len(items))
+	for _, it := range items {
+		if o, ok := it.(*metav1.PartialObjectMetadata); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Wait stops every informer and waits until their goroutines have ended.
+func (m *Manager) Wait() {
+	m.mu.Lock()
+	for gvr, inf := range m.informers {
+		inf.cancel()
+		delete(m.informers, gvr)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// Trim keeps in the cache only what drift detection and status need: the
+// identity, labels, owner references, deletion state and managedFields.
+// Annotations go (a last-applied-configuration annotation alone can be
+// larger than everything else together).
+func Trim(obj any) (any, error) {
+	o, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: o.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: o.Name, Namespace: o.Namespace, UID: o.UID,
+			ResourceVersion: o.ResourceVersion, Generation: o.Generation,
+			DeletionTimestamp: o.DeletionTimestamp, Labels: o.Labels,
+			OwnerReferences: o.OwnerReferences, ManagedFields: o.ManagedFields,
+		},
+	}, nil
+}
