@@ -1,0 +1,108 @@
+package drift
+
+import (
+	"reflect"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
+)
+
+func entry(manager, subresource string, op metav1.ManagedFieldsOperationType, fieldsJSON string) metav1.ManagedFieldsEntry {
+	return metav1.ManagedFieldsEntry{Manager: manager, Subresource: subresource, Operation: op,
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(fieldsJSON)}
+}
+
+func set(t *testing.T, fieldsJSON string) *fieldpath.Set {
+	t.Helper()
+	s := &fieldpath.Set{}
+	if err := s.FromJSON(metav1.NewFieldsV1(fieldsJSON).GetRawReader()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const applied = `{"f:metadata":{"f:labels":{"f:app":{},"f:tier":{}}},"f:spec":{"f:replicas":{},"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`
+
+func TestDetect(t *testing.T) {
+	apply := metav1.ManagedFieldsOperationApply
+	update := metav1.ManagedFieldsOperationUpdate
+	tests := []struct {
+		name         string
+		now          []metav1.ManagedFieldsEntry
+		ignore       []string
+		wantFields   []string
+		wantManagers []string
+	}{
+		{
+			name: "nothing changed",
+			now:  []metav1.ManagedFieldsEntry{entry("driftwatch", "", apply, applied)},
+		},
+		{
+			name: "kubectl scale took replicas",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", apply, `{"f:metadata":{"f:labels":{"f:app":{},"f:tier":{}}},"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
+				entry("kubectl", "scale", update, `{"f:spec":{"f:replicas":{}}}`),
+			},
+			wantFields:   []string{".spec.replicas"},
+			wantManagers: []string{"kubectl/scale"},
+		},
+		{
+			name: "an ignored field is not drift",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", apply, `{"f:metadata":{"f:labels":{"f:app":{},"f:tier":{}}},"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
+				entry("hpa", "scale", update, `{"f:spec":{"f:replicas":{}}}`),
+			},
+			ignore: []string{".spec.replicas"},
+		},
+		{
+			name: "a removed label has no new owner",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", apply, `{"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{"f:replicas":{},"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
+			},
+			wantFields:   []string{".metadata.labels.tier"},
+			wantManagers: []string{ManagerRemoved},
+		},
+		{
+			name: "a replaced container is reported once, at the item",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", apply, `{"f:metadata":{"f:labels":{"f:app":{},"f:tier":{}}},"f:spec":{"f:replicas":{}}}`),
+				entry("kubectl-edit", "", update, `{"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"api\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
+			},
+			wantFields:   []string{`.spec.template.spec.containers[name="web"]`},
+			wantManagers: []string{ManagerRemoved},
+		},
+		{
+			name: "another manager sharing our field is not drift",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", apply, applied),
+				entry("bystander", "", apply, `{"f:spec":{"f:replicas":{}}}`),
+			},
+		},
+		{
+			name: "our Update entry does not count as owning",
+			now: []metav1.ManagedFieldsEntry{
+				entry("driftwatch", "", update, applied),
+			},
+			wantFields:   []string{".metadata.labels.app", ".metadata.labels.tier", ".spec.replicas", `.spec.template.spec.containers[name="web"]`},
+			wantManagers: []string{"driftwatch"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Detect(set(t, applied), tt.now, "driftwatch", tt.ignore)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(f.Fields, tt.wantFields) {
+				t.Errorf("fields = %q, want %q", f.Fields, tt.wantFields)
+			}
+			if !reflect.DeepEqual(f.Managers, tt.wantManagers) && (len(f.Managers) > 0 || len(tt.wantManagers) > 0) {
+				t.Errorf("managers = %q, want %q", f.Managers, tt.wantManagers)
+			}
+			if f.Drifted() != (len(tt.wantFields) > 0) {
+				t.Errorf("Drifted() = %v", f.Drifted())
+			}
+		})
+	}
+}

@@ -1,0 +1,94 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds every driftwatch metric. Object names never become label
+// values: their cardinality is unbounded; they go to status and events.
+type Metrics struct {
+	BundleReady            *prometheus.GaugeVec
+	BundleResources        *prometheus.GaugeVec
+	BundleLastSync         *prometheus.GaugeVec
+	DriftDetected          *prometheus.CounterVec
+	DriftCorrections       *prometheus.CounterVec
+	DriftCorrectionSeconds prometheus.Histogram
+	ApplyConflicts         *prometheus.CounterVec
+	FieldFights            *prometheus.CounterVec
+	ApplyDuration          *prometheus.HistogramVec
+	WatchedObjects         *prometheus.GaugeVec
+	SourceConnected        prometheus.Gauge
+}
+
+// Label values of BundleResources' state label.
+const (
+	StateReady    = "ready"
+	StateNotReady = "not_ready"
+	StateMissing  = "missing"
+	StateDrifted  = "drifted"
+	StateConflict = "conflict"
+	StateFailed   = "failed"
+)
+
+// Result label values.
+const (
+	ResultSuccess = "success"
+	ResultError   = "error"
+)
+
+// New creates the metrics and registers them with reg.
+func New(reg prometheus.Registerer) *Metrics {
+	bundle := []string{"namespace", "bundle"}
+	object := []string{"namespace", "bundle", "group", "kind"}
+	m := &Metrics{
+		BundleReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "driftwatch_bundle_ready", Help: "Whether the bundle is ready (1) or not (0).",
+		}, bundle),
+		BundleResources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "driftwatch_bundle_resources", Help: "The bundle's objects by state.",
+		}, append(bundle, "state")),
+		BundleLastSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "driftwatch_bundle_last_sync_timestamp_seconds", Help: "When the bundle was last synced, as a Unix time.",
+		}, bundle),
+		DriftDetected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_drift_detected_total", Help: "Drift detected on owned objects, by the field manager that caused it.",
+		}, append(object, "manager")),
+		DriftCorrections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_drift_corrections_total", Help: "Drift corrections, by result.",
+		}, append(object, "result")),
+		DriftCorrectionSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "driftwatch_drift_correction_seconds", Help: "Time from a drift event received to the correction applied.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		ApplyConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_apply_conflicts_total", Help: "Server-side apply conflicts with other field managers.",
+		}, append(object, "manager")),
+		FieldFights: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_field_fights_total", Help: "Fields taken again and again by the same other manager (fights detected).",
+		}, append(object, "manager")),
+		ApplyDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "driftwatch_apply_duration_seconds", Help: "Duration of server-side apply requests.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}, []string{"result"}),
+		WatchedObjects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "driftwatch_watched_objects", Help: "Owned objects in the informer caches.",
+		}, []string{"group", "version", "resource"}),
+		SourceConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "driftwatch_source_connected", Help: "Whether the Bundle watch on the source cluster is synced (1) or not (0).",
+		}),
+	}
+	reg.MustRegister(m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
+		m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected)
+	return m
+}
+
+// ForgetBundle deletes every series of a deleted bundle.
+func (m *Metrics) ForgetBundle(namespace, name string) {
+	l := prometheus.Labels{"namespace": namespace, "bundle": name}
+	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
+		m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
+		m.ApplyConflicts, m.FieldFights,
+	} {
+		v.DeletePartialMatch(l)
+	}
+}
