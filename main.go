@@ -20,11 +20,14 @@ func main() {
 
 // run dispatches a subcommand and returns the process's exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, usage)
-		return 2
+	if len(args) == 0 || (len(args[0]) > 0 && args[0][0] == '-') {
+		return runAgent(args, stderr)
 	}
 	switch args[0] {
+	case "agent":
+		return runAgent(args[1:], stderr)
+	case "render":
+		return runRender(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -37,9 +40,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-const usage = `usage: driftwatch <command>
+const usage = `usage: driftwatch [command] [flags]
 
 commands:
+  agent     run the agent (the default)
+  render    print a bundle's desired objects, offline: render -f bundle.yaml
   version   print the version and the versions of the libraries it was built with`
 
 func versionString() string {

@@ -128,6 +128,21 @@ func (a *Applier) Resolve(obj *unstructured.Unstructured, defaultNS, targetNS st
 	return m.Resource, nil
 }
 
+// HashAnnotation on an owned object holds the Hash of the desired content
+// last applied, so that a restarted agent can tell, from its cache alone,
+// that an object is current and need not be written.
+const HashAnnotation = "driftwatch.io/applied-hash"
+
+// SetHash records hash in obj's HashAnnotation.
+func SetHash(obj *unstructured.Unstructured, hash string) {
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[HashAnnotation] = hash
+	obj.SetAnnotations(ann)
+}
+
 // Hash returns a digest of an object's desired content.
 func Hash(obj *unstructured.Unstructured) (string, error) {
 	b, err := json.Marshal(obj.Object) // encoding/json sorts map keys: stable

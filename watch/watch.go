@@ -3,6 +3,7 @@ package watch
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,9 @@ import (
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
+
+// KeepAnnotationPrefix marks the annotations that Trim keeps.
+const KeepAnnotationPrefix = "driftwatch.io/"
 
 // Handler receives the events of every informer. Calls for one resource
 // type come from one goroutine; calls for different types are concurrent.
@@ -187,13 +191,23 @@ func (m *Manager) Wait() {
 }
 
 // Trim keeps in the cache only what drift detection and status need: the
-// identity, labels, owner references, deletion state and managedFields.
-// Annotations go (a last-applied-configuration annotation alone can be
-// larger than everything else together).
+// identity, labels, owner references, deletion state, managedFields and
+// driftwatch's own annotations. Other annotations go (a
+// last-applied-configuration annotation alone can be larger than everything
+// else together).
 func Trim(obj any) (any, error) {
 	o, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
+	}
+	var ann map[string]string
+	for k, v := range o.Annotations {
+		if strings.HasPrefix(k, KeepAnnotationPrefix) {
+			if ann == nil {
+				ann = map[string]string{}
+			}
+			ann[k] = v
+		}
 	}
 	return &metav1.PartialObjectMetadata{
 		TypeMeta: o.TypeMeta,
@@ -202,6 +216,7 @@ func Trim(obj any) (any, error) {
 			ResourceVersion: o.ResourceVersion, Generation: o.Generation,
 			DeletionTimestamp: o.DeletionTimestamp, Labels: o.Labels,
 			OwnerReferences: o.OwnerReferences, ManagedFields: o.ManagedFields,
+			Annotations: ann,
 		},
 	}, nil
 }

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift"
+	"github.com/driftwatch/driftwatch/metrics"
+	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
+)
+
+type agentFlags struct {
+	kubeconfig, sourceKubeconfig string
+	namespace                    string
+	metricsAddr, healthAddr      string
+	fieldManager                 string
+	concurrency                  int
+	resyncPeriod                 time.Duration
+}
+
+func runAgent(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f agentFlags
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the target cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&f.sourceKubeconfig, "source-kubeconfig", "", "kubeconfig of the cluster that holds Bundles (default: the target)")
+	fs.StringVar(&f.namespace, "namespace", "driftwatch-system", "namespace whose Bundles are watched")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics")
+	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
+	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers (applies in flight: twice as many)")
+	fs.DurationVar(&f.resyncPeriod, "resync-period", 10*time.Minute, "safety-net check of every owned object against the cache")
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = klog.NewContext(ctx, klog.Background())
+	if err := agent(ctx, f); err != nil {
+		klog.ErrorS(err, "driftwatch agent failed")
+		return 1
+	}
+	return 0
+}
+
+// loadConfig returns the configuration of a cluster: the kubeconfig given,
+// else the in-cluster configuration, else the default loading rules.
+func loadConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
+}
+
+func agent(ctx context.Context, f agentFlags) error {
+	logger := klog.FromContext(ctx)
+	target, err := loadConfig(f.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("target cluster: %w", err)
+	}
+	source := target
+	if f.sourceKubeconfig != "" {
+		if source, err = loadConfig(f.sourceKubeconfig); err != nil {
+			return fmt.Errorf("source cluster: %w", err)
+		}
+	}
+	// Corrections must not queue behind a client-side rate limiter; the
+	// API server's priority and fairness protects it.
+	target = rest.CopyConfig(target)
+	target.QPS, target.Burst = 500, 1000
+	target.UserAgent = "driftwatch"
+	source = rest.CopyConfig(source)
+	source.UserAgent = "driftwatch"
+
+	targetDyn, err := dynamic.NewForConfig(target)
+	if err != nil {
+		return err
+	}
+	targetMeta, err := metadata.NewForConfig(target)
+	if err != nil {
+		return err
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(target)
+	if err != nil {
+		return err
+	}
+	sourceDyn, err := dynamic.NewForConfig(source)
+	if err != nil {
+		return err
+	}
+	sourceKube, err := kubernetes.NewForConfig(source)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	defer broadcaster.Shutdown()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: sourceKube.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: f.fieldManager})
+
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
+	applier := apply.New(targetDyn, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 2 * f.concurrency})
+	if err := ensureNamespace(ctx, targetDyn, f.namespace, f.fieldManager); err != nil {
+		return err
+	}
+
+	opts := drift.DefaultOptions()
+	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
+	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
+	ctrl := drift.New(sourceDyn, applier, func(h watch.Handler) *watch.Manager {
+		return watch.New(ctx, targetMeta, h, watch.Options{LabelSelector: ownership.BundleLabel})
+	}, m, recorder, opts)
+
+	servers := []*http.Server{
+		{Addr: f.metricsAddr, Handler: metricsMux(reg)},
+		{Addr: f.healthAddr, Handler: healthMux()},
+	}
+	errc := make(chan error, len(servers)+1)
+	for _, s := range servers {
+		go func() {
+			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serving %s: %w", s.Addr, err)
+			}
+		}()
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ctrl.Run(runCtx) }()
+	logger.Info("driftwatch agent started", "namespace", f.namespace, "fieldManager", f.fieldManager,
+		"metrics", f.metricsAddr, "health", f.healthAddr)
+
+	var runErr error
+	select {
+	case runErr = <-done:
+	case runErr = <-errc:
+		cancel()
+		<-done
+	}
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancelShutdown()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdownCtx) // best effort on the way out
+	}
+	return runErr
+}
+
+func metricsMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+func healthMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }
+	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/readyz", ok)
+	return mux
+}
+
+// ensureNamespace makes sure the agent's namespace exists in the target
+// cluster: ApplySet parents live there.
+func ensureNamespace(ctx context.Context, client dynamic.Interface, name, manager string) error {
+	ns := &unstructured.Unstructured{}
+	ns.SetAPIVersion("v1")
+	ns.SetKind("Namespace")
+	ns.SetName(name)
+	_, err := client.Resource(corev1.SchemeGroupVersion.WithResource("namespaces")).
+		Apply(ctx, name, ns, metav1.ApplyOptions{FieldManager: manager})
+	if err != nil {
+		return fmt.Errorf("namespace %s in the target cluster: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/metrics"
+	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
+)
+
+// Finalizer keeps a Bundle until its owned objects are cleaned up.
+const Finalizer = "driftwatch.io/cleanup"
+
+// Options configure a Controller.
+type Options struct {
+	// Namespace is where Bundles are watched in the source cluster.
+	Namespace string
+	// ParentNamespace is where ApplySet parents live in the target cluster.
+	ParentNamespace string
+	// Workers is the number of bundle sync workers.
+	Workers int
+	// ResyncPeriod is the safety-net check of every owned object against
+	// the cache (no API calls).
+	ResyncPeriod time.Duration
+	// FightWindow and FightThreshold: the same field taken by the same
+	// manager FightThreshold times within FightWindow is a fight.
+	FightWindow    time.Duration
+	FightThreshold int
+	// FightBackoff is the first pause of corrections in a fight; it
+	// doubles with every further take, up to FightMaxBackoff.
+	FightBackoff    time.Duration
+	FightMaxBackoff time.Duration
+}
+
+// DefaultOptions returns the options the agent runs with.
+func DefaultOptions() Options {
+	return Options{
+		Namespace: "driftwatch-system", ParentNamespace: "driftwatch-system",
+		Workers: 4, ResyncPeriod: 10 * time.Minute,
+		FightWindow: time.Minute, FightThreshold: 3,
+		FightBackoff: 5 * time.Second, FightMaxBackoff: 5 * time.Minute,
+	}
+}
+
+// Controller keeps target-cluster objects equal to what the Bundles in the
+// source cluster declare, and repairs drift as soon as an informer shows it.
+type Controller struct {
+	source   dynamic.Interface
+	applier  *apply.Applier
+	watches  *watch.Manager
+	metrics  *metrics.Metrics
+	recorder record.EventRecorder
+	opts     Options
+
+	bundles  cache.SharedIndexInformer
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	fixes    workqueue.TypedRateLimitingInterface[fixKey]
+	statuses workqueue.TypedRateLimitingInterface[types.NamespacedName]
+
+	logger klog.Logger // set by Run, before any informer starts
+
+	mu      sync.Mutex
+	states  map[types.NamespacedName]*bundleState
+	byLabel map[string]types.NamespacedName // BundleLabel value → Bundle
+}
+
+// NewWatches returns the informer manager for owned objects; the
+// controller is its event handler.
+type NewWatches func(handler watch.Handler) *watch.Manager
+
+// New wires a Controller: Bundles come from source, objects are applied by
+// applier and watched by the manager that newWatches returns.
+func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches, m *metrics.Metrics,
+	recorder record.EventRecorder, opts Options) *Controller {
+	c := &Controller{
+		source: source, applier: applier, metrics: m, recorder: recorder, opts: opts,
+		states:  map[types.NamespacedName]*bundleState{},
+		byLabel: map[string]types.NamespacedName{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles"}),
+		fixes: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[fixKey](),
+			workqueue.TypedRateLimitingQueueConfig[fixKey]{Name: "corrections"}),
+		statuses: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "status"}),
+	}
+	c.watches = newWatches(c)
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(source, 0, opts.Namespace, nil)
+	c.bundles = factory.ForResource(manifests.BundleGVR).Informer()
+	_, _ = c.bundles.AddEventHandler(cache.ResourceEventHandlerFuncs{ // fails only once stopped
+		AddFunc:    c.enqueueBundle,
+		UpdateFunc: func(_, obj any) { c.enqueueBundle(obj) },
+		DeleteFunc: c.enqueueBundle,
+	})
+	return c
+}
+
+func (c *Controller) enqueueBundle(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+}
+
+// Run starts the informers and workers and blocks until ctx ends; then it
+// shuts the queues down and waits for every goroutine it started.
+func (c *Controller) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	c.logger = logger
+	var wg sync.WaitGroup
+	defer func() {
+		c.queue.ShutDown()
+		c.fixes.ShutDown()
+		c.statuses.ShutDown()
+		wg.Wait()
+		c.watches.Wait()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.bundles.RunWithContext(ctx)
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), c.bundles.HasSynced) {
+		return fmt.Errorf("bundle informer did not sync")
+	}
+	c.metrics.SourceConnected.Set(1)
+	logger.Info("Bundle cache synced; starting workers", "namespace", c.opts.Namespace, "workers", c.opts.Workers)
+
+	run := func(f func(context.Context) bool) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f(ctx) {
+			}
+		}()
+	}
+	for i := 0; i < c.opts.Workers; i++ {
+		run(c.processBundle)
+		run(c.processFix)
+	}
+	run(c.processStatus)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.resyncLoop(ctx)
+	}()
+	<-ctx.Done()
+	c.metrics.SourceConnected.Set(0)
+	return nil
+}
+
+func (c *Controller) processBundle(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	if err := c.syncBundle(ctx, key); err != nil {
+		klog.FromContext(ctx).Error(err, "Sync failed; retrying", "bundle", key)
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+func (c *Controller) processStatus(ctx context.Context) bool {
+	key, shutdown := c.statuses.Get()
+	if shutdown {
+		return false
+	}
+	defer c.statuses.Done(key)
+	if err := c.writeStatus(ctx, key); err != nil {
+		klog.FromContext(ctx).V(2).Info("Status write failed; retrying", "bundle", key, "err", err)
+		c.statuses.AddRateLimited(key)
+		return true
+	}
+	c.statuses.Forget(key)
+	return true
+}
+
+// bundleFromCache returns the Bundle from the informer cache, nil if gone.
+func (c *Controller) bundleFromCache(key types.NamespacedName) (*unstructured.Unstructured, *manifests.Bundle, error) {
+	obj, exists, err := c.bundles.GetStore().GetByKey(key.String())
+	if err != nil || !exists {
+		return nil, nil, err
+	}
+	u := obj.(*unstructured.Unstructured)
+	var b manifests.Bundle
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &b); err != nil {
+		return u, nil, fmt.Errorf("bundle %s: %w", key, err)
+	}
+	return u, &b, nil
+}
+
+// event records an event on a Bundle, if it still exists.
+func (c *Controller) event(key types.NamespacedName, eventType, reason, format string, args ...any) {
+	obj, exists, err := c.bundles.GetStore().GetByKey(key.String())
+	if err != nil || !exists {
+		return
+	}
+	c.recorder.Eventf(obj.(runtime.Object), eventType, reason, format, args...)
+}
+
+// resyncLoop is the safety net: every ResyncPeriod, every owned object in
+// the caches is checked against the recorded applied state. No API calls.
+func (c *Controller) resyncLoop(ctx context.Context) {
+	if c.opts.ResyncPeriod <= 0 {
+		return
+	}
+	t := time.NewTicker(c.opts.ResyncPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.checkAll()
+		}
+	}
+}
+
+func (c *Controller) checkAll() {
+	c.mu.Lock()
+	type item struct {
+		key types.NamespacedName
+		d   apply.Desired
+	}
+	var items []item
+	for key, s := range c.states {
+		for ref, d := range s.desired {
+			if _, ok := s.applied[ref]; ok {
+				items = append(items, item{key, d})
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, it := range items {
+		obj, ok := c.watches.Get(it.d.GVR, it.d.Ref.Namespace, it.d.Ref.Name)
+		if !ok {
+			c.onGone(it.d.GVR, it.d.Ref.Namespace, it.d.Ref.Name)
+			continue
+		}
+		c.check(it.d.GVR, obj)
+	}
+	c.updateWatchedGauge()
+}
+
+func (c *Controller) updateWatchedGauge() {
+	for _, gvr := range c.watches.Running() {
+		c.metrics.WatchedObjects.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource).Set(float64(len(c.watches.List(gvr))))
+	}
+}
+
+// OnUpsert implements watch.Handler.
+func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+	c.check(gvr, obj)
+}
+
+// OnDelete implements watch.Handler.
+func (c *Controller) OnDelete(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+	c.onGone(gvr, obj.Namespace, obj.Name)
+}
+
+var _ watch.Handler = (*Controller)(nil)
+
+// warn records a Warning event.
+func (c *Controller) warn(key types.NamespacedName, reason, format string, args ...any) {
+	c.event(key, corev1.EventTypeWarning, reason, format, args...)
+}
+
+// setFor returns the ApplySet of a Bundle.
+func (c *Controller) setFor(key types.NamespacedName) ownership.Set {
+	return ownership.NewSet(key, c.opts.ParentNamespace)
+}

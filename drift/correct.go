@@ -1,0 +1,272 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/metrics"
+	"github.com/driftwatch/driftwatch/ownership"
+)
+
+// lookup finds the Bundle state and reference of a cached object. The
+// caller holds c.mu.
+func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name string, labels map[string]string) (*bundleState, manifests.ObjectRef, bool) {
+	k := objKey{GVR: gvr, Namespace: namespace, Name: name}
+	if labels != nil {
+		if key, ok := c.byLabel[labels[ownership.BundleLabel]]; ok {
+			if s, ok := c.states[key]; ok {
+				ref, ok := s.byKey[k]
+				return s, ref, ok
+			}
+		}
+		return nil, manifests.ObjectRef{}, false
+	}
+	for _, s := range c.states {
+		if ref, ok := s.byKey[k]; ok {
+			return s, ref, true
+		}
+	}
+	return nil, manifests.ObjectRef{}, false
+}
+
+// check compares a cached object with what we applied. It makes no API
+// call: the verdict comes from managedFields alone.
+func (c *Controller) check(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels)
+	if !ok || s.inFlight[ref] || obj.DeletionTimestamp != nil {
+		return
+	}
+	applied := s.applied[ref]
+	if applied == nil {
+		return
+	}
+	if obj.ResourceVersion == applied.ResourceVersion {
+		return // our own write, seen by the informer
+	}
+	f, err := Detect(applied.Fields, obj.ManagedFields, c.applier.FieldManager(), s.ignoreFor(ref))
+	if err != nil {
+		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
+		return
+	}
+	if !f.Drifted() {
+		// Changes to fields we do not own are not our business; remember
+		// the version so that the next event is cheap.
+		applied.ResourceVersion = obj.ResourceVersion
+		if _, was := s.drifted[ref]; was {
+			delete(s.drifted, ref)
+			c.statuses.Add(s.key)
+		}
+		return
+	}
+	c.driftFound(s, ref, f, now)
+}
+
+// onGone handles an owned object that was deleted.
+func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ref, ok := c.lookup(gvr, namespace, name, nil)
+	if !ok || s.inFlight[ref] || s.applied[ref] == nil {
+		return
+	}
+	c.driftFound(s, ref, Deleted(), now)
+}
+
+// driftFound records a drift, reports it and schedules the correction.
+// The caller holds c.mu.
+func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) {
+	prev, seenBefore := s.drifted[ref]
+	s.drifted[ref] = driftInfo{finding: f, seen: now}
+	s.lastDrift = now
+	if !seenBefore || prev.finding.ChangedBy() != f.ChangedBy() || strings.Join(prev.finding.Fields, ",") != strings.Join(f.Fields, ",") {
+		for _, m := range f.Managers {
+			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+		}
+		c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
+			ref, strings.Join(f.Fields, ", "), f.ChangedBy())
+	}
+	c.statuses.Add(s.key)
+	if s.spec.Paused || s.spec.Drift.DetectOnly() {
+		return
+	}
+	fix := fixKey{Bundle: s.key, Ref: ref}
+	if delay := c.recordFight(s, ref, f, now); delay > 0 {
+		c.fixes.AddAfter(fix, delay)
+		return
+	}
+	c.fixes.Add(fix)
+}
+
+// recordFight counts takes of each field by each manager and returns how
+// long to wait before correcting again; 0 means at once. The caller holds
+// c.mu.
+func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) time.Duration {
+	var wait time.Duration
+	for _, m := range f.Managers {
+		if m == ManagerDeleted || m == ManagerRemoved {
+			continue
+		}
+		for _, field := range f.Fields {
+			k := fightKey{Ref: ref, Field: field, Manager: m}
+			ft := s.fights[k]
+			if ft == nil {
+				ft = &fight{}
+				s.fights[k] = ft
+			}
+			if now.Before(ft.until) {
+				if d := ft.until.Sub(now); d > wait {
+					wait = d
+				}
+				continue
+			}
+			hits := ft.hits[:0]
+			for _, h := range ft.hits {
+				if now.Sub(h) < c.opts.FightWindow {
+					hits = append(hits, h)
+				}
+			}
+			ft.hits = append(hits, now)
+			if len(ft.hits) < c.opts.FightThreshold {
+				continue
+			}
+			if ft.backoff == 0 {
+				ft.backoff = c.opts.FightBackoff
+				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+				c.event(s.key, corev1.EventTypeWarning, "FightDetected",
+					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
+					ref, field, m, m, ignoreSuggestion(ref, field))
+			} else {
+				ft.backoff = min(2*ft.backoff, c.opts.FightMaxBackoff)
+			}
+			ft.until = now.Add(ft.backoff)
+			if ft.backoff > wait {
+				wait = ft.backoff
+			}
+		}
+	}
+	return wait
+}
+
+func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
+	return fmt.Sprintf("{group: %q, kind: %s, name: %s, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
+}
+
+// processFix corrects one drifted object by re-applying it.
+func (c *Controller) processFix(ctx context.Context) bool {
+	key, shutdown := c.fixes.Get()
+	if shutdown {
+		return false
+	}
+	defer c.fixes.Done(key)
+	if err := c.correct(ctx, key); err != nil {
+		c.logger.Error(err, "Correction failed; retrying", "bundle", key.Bundle, "object", key.Ref.String())
+		c.fixes.AddRateLimited(key)
+		return true
+	}
+	c.fixes.Forget(key)
+	return true
+}
+
+func (c *Controller) correct(ctx context.Context, key fixKey) error {
+	c.mu.Lock()
+	s := c.states[key.Bundle]
+	if s == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	info, drifted := s.drifted[key.Ref]
+	d, desired := s.desired[key.Ref]
+	if !drifted || !desired || s.inFlight[key.Ref] || s.spec.Paused || s.spec.Drift.DetectOnly() {
+		c.mu.Unlock()
+		return nil
+	}
+	force := s.spec.Drift.ForceEnabled()
+	s.inFlight[key.Ref] = true
+	c.mu.Unlock()
+
+	res := c.applier.Apply(ctx, d, force)
+	c.observeApply(res)
+
+	c.mu.Lock()
+	delete(s.inFlight, key.Ref)
+	result := metrics.ResultSuccess
+	if res.Err != nil {
+		result = metrics.ResultError
+		c.recordApplyError(s, res)
+	} else {
+		s.applied[key.Ref] = res.Applied
+		delete(s.drifted, key.Ref)
+		delete(s.problems, key.Ref)
+		s.corrections++
+		s.lastApplied = time.Now()
+		c.metrics.DriftCorrectionSeconds.Observe(time.Since(info.seen).Seconds())
+	}
+	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, result).Inc()
+	c.statuses.Add(s.key)
+	c.mu.Unlock()
+
+	if res.Err != nil {
+		c.warn(key.Bundle, "ApplyFailed", "%v", res.Err)
+		return res.Err
+	}
+	c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
+		key.Ref, strings.Join(info.finding.Fields, ", "), info.finding.ChangedBy())
+	// An edit that landed while our apply was in flight was skipped by
+	// check; look at the cache once more so that it is not lost.
+	if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
+		c.check(d.GVR, obj)
+	}
+	return nil
+}
+
+// observeApply records an apply's duration.
+func (c *Controller) observeApply(r apply.Result) {
+	result := metrics.ResultSuccess
+	if r.Err != nil {
+		result = metrics.ResultError
+	}
+	c.metrics.ApplyDuration.WithLabelValues(result).Observe(r.Duration.Seconds())
+}
+
+// recordApplyError files a failed apply as a conflict or a failure. The
+// caller holds c.mu.
+func (c *Controller) recordApplyError(s *bundleState, r apply.Result) {
+	ref := r.Desired.Ref
+	if apply.IsConflict(r.Err) {
+		manager := conflictManager(r.Err.Error())
+		s.problems[ref] = problem{state: manifests.StateConflict, manager: manager, message: r.Err.Error()}
+		c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, manager).Inc()
+		return
+	}
+	s.problems[ref] = problem{state: manifests.StateFailed, message: r.Err.Error()}
+}
+
+// conflictManager extracts the first manager named in an apply conflict:
+// `Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: .spec.replicas`.
+func conflictManager(msg string) string {
+	const marker = `conflict with "`
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return "unknown"
+	}
+	rest := msg[i+len(marker):]
+	if j := strings.IndexByte(rest, '"'); j > 0 {
+		return rest[:j]
+	}
+	return "unknown"
+}
+
+var _ = types.NamespacedName{}

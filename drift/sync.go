@@ -1,0 +1,467 @@
+package drift
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
+)
+
+// syncBundle brings the target cluster in line with one Bundle.
+func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) error {
+	u, b, err := c.bundleFromCache(key)
+	if err != nil {
+		return err
+	}
+	if u == nil {
+		c.forget(key) // deleted, and the finalizer already ran (or was never there)
+		return nil
+	}
+	if u.GetDeletionTimestamp() != nil {
+		return c.finalize(ctx, key, u, b)
+	}
+	if err := c.ensureFinalizer(ctx, u); err != nil {
+		return err
+	}
+
+	c.mu.Lock()
+	s := c.states[key]
+	if s == nil {
+		s = newBundleState(key, c.setFor(key))
+		c.states[key] = s
+		c.byLabel[ownership.BundleLabelValue(key)] = key
+	}
+	s.spec, s.generation = b.Spec, b.Generation
+	c.mu.Unlock()
+
+	objs, decodeErrs := manifests.Decode(b.Spec.Resources)
+	bundleErrs := make([]string, 0, len(decodeErrs))
+	for _, e := range decodeErrs {
+		bundleErrs = append(bundleErrs, e.Error())
+	}
+
+	// Stage 1: Namespaces and CRDs, so that stage 2 can resolve and land.
+	var first, rest []manifests.Object
+	for _, o := range objs {
+		gk := o.Object.GroupVersionKind().GroupKind()
+		if gk == (schema.GroupKind{Kind: "Namespace"}) || gk == (schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}) {
+			first = append(first, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	plan := &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, seen: map[manifests.ObjectRef]string{}}
+	results := c.applyStage(ctx, s, b, first, plan)
+	var crds []string
+	for _, r := range results {
+		if r.Err == nil && r.Desired.Ref.Kind == "CustomResourceDefinition" && r.Action != apply.Unchanged {
+			crds = append(crds, r.Desired.Ref.Name)
+		}
+	}
+	if len(crds) > 0 {
+		if err := c.applier.WaitEstablished(ctx, crds, time.Minute); err != nil {
+			bundleErrs = append(bundleErrs, err.Error())
+		}
+		c.applier.ResetMapping()
+	}
+	results = append(results, c.applyStage(ctx, s, b, rest, plan)...)
+
+	// Prune what left the Bundle, then record the new desired set.
+	var pruneErrs []error
+	c.mu.Lock()
+	var prune []apply.Desired
+	for ref, d := range s.desired {
+		if _, still := plan.desired[ref]; !still {
+			prune = append(prune, d)
+		}
+	}
+	c.mu.Unlock()
+	if b.Spec.PruneEnabled() {
+		pruneErrs = append(pruneErrs, c.pruneObjects(ctx, s, prune)...)
+	}
+	pruneErrs = append(pruneErrs, c.pruneStrays(ctx, s, plan)...)
+
+	c.mu.Lock()
+	for _, d := range prune {
+		delete(s.applied, d.Ref)
+		delete(s.byKey, keyOf(d))
+		delete(s.drifted, d.Ref)
+	}
+	s.desired = plan.desired
+	s.declared = len(objs) + len(decodeErrs)
+	s.decodeFailures = len(decodeErrs)
+	s.problems = plan.problems
+	for ref := range s.drifted {
+		if _, ok := plan.desired[ref]; !ok {
+			delete(s.drifted, ref)
+		}
+	}
+	wrote := false
+	for _, r := range results {
+		switch {
+		case r.Err != nil:
+			c.recordApplyError(s, r)
+		case r.Applied != nil:
+			s.applied[r.Desired.Ref] = r.Applied
+			delete(s.drifted, r.Desired.Ref)
+			if r.Action != apply.Unchanged {
+				wrote = true
+			}
+		}
+	}
+	for _, e := range pruneErrs {
+		bundleErrs = append(bundleErrs, e.Error())
+	}
+	s.bundleErrors = bundleErrs
+	if wrote {
+		s.lastApplied = time.Now()
+	}
+	kinds, namespaces := s.kindsAndNamespaces()
+	c.mu.Unlock()
+
+	if err := c.applyParent(ctx, s, kinds, namespaces); err != nil {
+		bundleErrs = append(bundleErrs, err.Error())
+	}
+	for _, r := range results {
+		if r.Err != nil {
+			c.warn(key, "ApplyFailed", "%v", r.Err)
+		}
+	}
+	for ref, p := range plan.problems {
+		reason := "ApplyFailed"
+		if p.state == manifests.StateConflict {
+			reason = "Conflict"
+		}
+		c.warn(key, reason, "%s: %s", ref, p.message)
+	}
+	c.stopUnusedWatches()
+	c.metrics.BundleLastSync.WithLabelValues(key.Namespace, key.Name).SetToCurrentTime()
+	c.statuses.Add(key)
+	c.updateWatchedGauge()
+	return nil
+}
+
+// plan collects one sync's desired objects and the objects it refused.
+type plan struct {
+	mu       sync.Mutex
+	desired  map[manifests.ObjectRef]apply.Desired
+	problems map[manifests.ObjectRef]problem
+	seen     map[manifests.ObjectRef]string // ref → source, to catch duplicates
+}
+
+// applyStage resolves, admits and applies one stage's objects with
+// bounded concurrency, skipping those whose applied state is current.
+func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifests.Bundle, objs []manifests.Object, p *plan) []apply.Result {
+	var todo []apply.Desired
+	for _, o := range objs {
+		obj := o.Object.DeepCopy()
+		ref := manifests.RefOf(obj)
+		gvr, err := c.applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
+		ref.Namespace = obj.GetNamespace()
+		if err != nil {
+			p.problems[ref] = problem{state: manifests.StateFailed, message: fmt.Sprintf("%s: %v", o.Source, err)}
+			continue
+		}
+		if prev, dup := p.seen[ref]; dup {
+			p.problems[ref] = problem{state: manifests.StateFailed,
+				message: fmt.Sprintf("%s: declared twice (also in %s); the first one is applied", o.Source, prev)}
+			continue
+		}
+		p.seen[ref] = o.Source
+		s.set.Stamp(obj)
+		hash, err := apply.Hash(obj)
+		if err != nil {
+			p.problems[ref] = problem{state: manifests.StateFailed, message: fmt.Sprintf("%s: %v", o.Source, err)}
+			continue
+		}
+		apply.SetHash(obj, hash)
+		d := apply.Desired{Object: obj, Ref: ref, GVR: gvr, Hash: hash, Source: o.Source}
+		p.desired[ref] = d
+		c.mu.Lock()
+		s.byKey[keyOf(d)] = ref
+		c.mu.Unlock()
+		if err := c.watches.Ensure(ctx, gvr); err != nil {
+			p.problems[ref] = problem{state: manifests.StateFailed, message: err.Error()}
+			continue
+		}
+		todo = append(todo, d)
+	}
+
+	results := make([]apply.Result, len(todo))
+	force := b.Spec.Drift.ForceEnabled()
+	sem := make(chan struct{}, c.applierConcurrency())
+	var wg sync.WaitGroup
+	for i, d := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = c.applyOne(ctx, s, b, d, force, p)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (c *Controller) applierConcurrency() int { return max(c.opts.Workers*2, 8) }
+
+// applyOne admits and applies one object, or reports it unchanged.
+func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.Bundle, d apply.Desired, force bool, p *plan) apply.Result {
+	c.mu.Lock()
+	prev := s.applied[d.Ref]
+	_, drifted := s.drifted[d.Ref]
+	c.mu.Unlock()
+	cached, inCache := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
+
+	if prev == nil && inCache && s.set.Owns(cached.Labels) && cached.Annotations[apply.HashAnnotation] == d.Hash {
+		// A restart: the object already holds this content; re-baseline
+		// from the cache instead of writing.
+		if fields, err := apply.OwnedFields(cached, c.applier.FieldManager()); err == nil && !fields.Empty() {
+			prev = &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: fields, Hash: d.Hash}
+			c.mu.Lock()
+			s.applied[d.Ref] = prev
+			c.mu.Unlock()
+		}
+	}
+	if prev != nil && prev.Hash == d.Hash && !drifted && inCache {
+		return apply.Result{Desired: d, Action: apply.Unchanged, Applied: prev}
+	}
+
+	// Ownership: objects we applied are ours; for others, look first in
+	// the cache (owned by some Bundle), then ask the API server.
+	if prev == nil {
+		var existing metav1.Object
+		if inCache {
+			existing = cached
+		} else {
+			live, err := c.applier.Get(ctx, d)
+			if err != nil {
+				return apply.Result{Desired: d, Action: apply.Failed, Err: err}
+			}
+			if live != nil {
+				existing = live
+			}
+		}
+		if err := s.set.Admit(existing, b.Spec.Adopt); err != nil {
+			p.mu.Lock()
+			st := manifests.StateConflict
+			var other *ownership.ErrOwnedByOther
+			manager := ""
+			if errors.As(err, &other) {
+				manager = other.Owner
+			}
+			p.problems[d.Ref] = problem{state: st, manager: manager, message: err.Error()}
+			delete(p.desired, d.Ref)
+			p.mu.Unlock()
+			return apply.Result{Desired: d, Action: apply.Refused}
+		}
+	}
+	c.mu.Lock()
+	s.inFlight[d.Ref] = true
+	c.mu.Unlock()
+	r := c.applier.Apply(ctx, d, force)
+	c.observeApply(r)
+	c.mu.Lock()
+	delete(s.inFlight, d.Ref)
+	c.mu.Unlock()
+	return r
+}
+
+// pruneObjects deletes owned objects that left the Bundle.
+func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []apply.Desired) []error {
+	var errs []error
+	for _, d := range ds {
+		c.mu.Lock()
+		s.inFlight[d.Ref] = true // the deletion event is not drift
+		delete(s.applied, d.Ref)
+		c.mu.Unlock()
+		if err := c.applier.Delete(ctx, d.GVR, d.Ref); err != nil {
+			errs = append(errs, err)
+		} else {
+			c.event(s.key, corev1.EventTypeNormal, "Pruned", "%s deleted: no longer in the bundle", d.Ref)
+		}
+		c.mu.Lock()
+		delete(s.inFlight, d.Ref)
+		c.mu.Unlock()
+	}
+	return errs
+}
+
+// pruneStrays deletes cached objects that carry this Bundle's ApplySet ID
+// but are not desired — left over from before a restart. Only resource
+// types with a running informer are seen; the parent's
+// contains-group-kinds keeps those running across restarts.
+func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) []error {
+	if !s.spec.PruneEnabled() {
+		return nil
+	}
+	desiredKeys := map[objKey]bool{}
+	for _, d := range p.desired {
+		desiredKeys[keyOf(d)] = true
+	}
+	for ref := range p.problems {
+		// Objects that failed this time are not strays.
+		for k, r := range s.byKey {
+			if r == ref {
+				desiredKeys[k] = true
+			}
+		}
+	}
+	var errs []error
+	for _, gvr := range c.watches.Running() {
+		for _, obj := range c.watches.List(gvr) {
+			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
+			if !s.set.Owns(obj.Labels) || desiredKeys[k] || obj.DeletionTimestamp != nil {
+				continue
+			}
+			ref := manifests.ObjectRef{Group: gvr.Group, Kind: gvr.Resource, Namespace: obj.Namespace, Name: obj.Name}
+			if err := c.applier.Delete(ctx, gvr, ref); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
+}
+
+// applyParent keeps the ApplySet parent current.
+func (c *Controller) applyParent(ctx context.Context, s *bundleState, kinds []schema.GroupKind, namespaces []string) error {
+	parent := s.set.Parent(kinds, namespaces)
+	d := apply.Desired{Object: parent, GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"},
+		Ref: manifests.RefOf(parent)}
+	h, err := apply.Hash(parent)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	same := s.parentHash == h
+	c.mu.Unlock()
+	if same {
+		return nil
+	}
+	if r := c.applier.Apply(ctx, d, true); r.Err != nil {
+		return fmt.Errorf("ApplySet parent: %w", r.Err)
+	}
+	c.mu.Lock()
+	s.parentHash = h
+	c.mu.Unlock()
+	return nil
+}
+
+// kindsAndNamespaces lists the group-kinds and namespaces of the desired
+// objects. The caller holds c.mu.
+func (s *bundleState) kindsAndNamespaces() ([]schema.GroupKind, []string) {
+	var kinds []schema.GroupKind
+	var nss []string
+	for ref := range s.desired {
+		kinds = append(kinds, ref.GroupKind())
+		if ref.Namespace != "" {
+			nss = append(nss, ref.Namespace)
+		}
+	}
+	sort.Slice(kinds, func(i, j int) bool { return kinds[i].String() < kinds[j].String() })
+	return kinds, nss
+}
+
+// stopUnusedWatches stops informers whose resource type no Bundle uses.
+func (c *Controller) stopUnusedWatches() {
+	c.mu.Lock()
+	used := map[schema.GroupVersionResource]bool{}
+	for _, s := range c.states {
+		for _, d := range s.desired {
+			used[d.GVR] = true
+		}
+	}
+	c.mu.Unlock()
+	for _, gvr := range c.watches.Running() {
+		if !used[gvr] {
+			c.watches.Stop(gvr)
+			c.metrics.WatchedObjects.DeleteLabelValues(gvr.Group, gvr.Version, gvr.Resource)
+		}
+	}
+}
+
+// ensureFinalizer adds the cleanup finalizer to a Bundle.
+func (c *Controller) ensureFinalizer(ctx context.Context, u *unstructured.Unstructured) error {
+	for _, f := range u.GetFinalizers() {
+		if f == Finalizer {
+			return nil
+		}
+	}
+	patch := fmt.Appendf(nil, `{"metadata":{"finalizers":[%q],"resourceVersion":%q}}`, Finalizer, u.GetResourceVersion())
+	_, err := c.source.Resource(manifests.BundleGVR).Namespace(u.GetNamespace()).
+		Patch(ctx, u.GetName(), types.MergePatchType, patch, metav1.PatchOptions{FieldManager: c.applier.FieldManager()})
+	if err != nil {
+		return fmt.Errorf("adding finalizer to bundle %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	return nil
+}
+
+// finalize deletes a deleted Bundle's objects (unless it keeps them), then
+// releases the Bundle.
+func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured, b *manifests.Bundle) error {
+	c.mu.Lock()
+	s := c.states[key]
+	var owned []apply.Desired
+	if s != nil {
+		for _, d := range s.desired {
+			owned = append(owned, d)
+		}
+		s.spec.Paused = true // no corrections while we clean up
+	}
+	c.mu.Unlock()
+	if b != nil && !b.Spec.KeepResourcesOnDelete && s != nil {
+		if errs := c.pruneObjects(ctx, s, owned); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		if errs := c.pruneStrays(ctx, s, &plan{}); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	if s != nil {
+		if err := c.applier.Delete(ctx, schema.GroupVersionResource{Version: "v1", Resource: "configmaps"},
+			manifests.ObjectRef{Kind: "ConfigMap", Namespace: s.set.ParentNamespace, Name: s.set.ParentName}); err != nil {
+			return err
+		}
+	}
+	var kept []string
+	for _, f := range u.GetFinalizers() {
+		if f != Finalizer {
+			kept = append(kept, f)
+		}
+	}
+	patch := map[string]any{"metadata": map[string]any{"finalizers": kept, "resourceVersion": u.GetResourceVersion()}}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = c.source.Resource(manifests.BundleGVR).Namespace(key.Namespace).
+		Patch(ctx, key.Name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: c.applier.FieldManager()})
+	if err != nil {
+		return fmt.Errorf("removing finalizer from bundle %s: %w", key, err)
+	}
+	c.forget(key)
+	return nil
+}
+
+// forget drops a Bundle's state and metrics.
+func (c *Controller) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	delete(c.states, key)
+	delete(c.byLabel, ownership.BundleLabelValue(key))
+	c.mu.Unlock()
+	c.metrics.ForgetBundle(key.Namespace, key.Name)
+	c.stopUnusedWatches()
+}
