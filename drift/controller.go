@@ -106,8 +106,16 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(source, 0, opts.Namespace, nil)
 	c.bundles = factory.ForResource(manifests.BundleGVR).Informer()
 	_, _ = c.bundles.AddEventHandler(cache.ResourceEventHandlerFuncs{ // fails only once stopped
-		AddFunc:    c.enqueueBundle,
-		UpdateFunc: func(_, obj any) { c.enqueueBundle(obj) },
+		AddFunc: c.enqueueBundle,
+		UpdateFunc: func(old, obj any) {
+			// Our own status writes change neither generation nor
+			// deletion state: they need no sync.
+			o, n := old.(*unstructured.Unstructured), obj.(*unstructured.Unstructured)
+			if o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil ||
+				len(o.GetFinalizers()) != len(n.GetFinalizers()) {
+				c.enqueueBundle(obj)
+			}
+		},
 		DeleteFunc: c.enqueueBundle,
 	})
 	return c

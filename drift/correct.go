@@ -3,13 +3,13 @@ package drift
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
@@ -52,8 +52,10 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *metav1.PartialO
 	if applied == nil {
 		return
 	}
-	if obj.ResourceVersion == applied.ResourceVersion {
-		return // our own write, seen by the informer
+	if !newer(obj.ResourceVersion, applied.ResourceVersion) {
+		// Our own write, or an event from before it, still in the queue:
+		// what it shows was overwritten by our apply.
+		return
 	}
 	f, err := Detect(applied.Fields, obj.ManagedFields, c.applier.FieldManager(), s.ignoreFor(ref))
 	if err != nil {
@@ -194,10 +196,11 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		return nil
 	}
 	force := s.spec.Drift.ForceEnabled()
+	ignore := s.ignoreFor(key.Ref)
 	s.inFlight[key.Ref] = true
 	c.mu.Unlock()
 
-	res := c.applier.Apply(ctx, d, force)
+	res := c.applier.Apply(ctx, c.withoutLostIgnored(d, ignore), force)
 	c.observeApply(res)
 
 	c.mu.Lock()
@@ -269,4 +272,15 @@ func conflictManager(msg string) string {
 	return "unknown"
 }
 
-var _ = types.NamespacedName{}
+// newer reports whether resourceVersion a is later than b. Resource
+// versions are opaque in the API conventions, but kube-apiserver's are etcd
+// revisions, increasing integers; when either does not parse (an
+// aggregated API with its own storage), any difference counts as newer.
+func newer(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	if errA != nil || errB != nil {
+		return a != b
+	}
+	return x > y
+}

@@ -106,3 +106,16 @@ func TestDetect(t *testing.T) {
 		})
 	}
 }
+
+func TestNewer(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want bool
+	}{
+		{"10", "9", true}, {"9", "10", false}, {"10", "10", false}, {"x", "y", true}, {"x", "x", false},
+	} {
+		if got := newer(tt.a, tt.b); got != tt.want {
+			t.Errorf("newer(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

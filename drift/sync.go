@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
@@ -236,7 +238,8 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 			c.mu.Unlock()
 		}
 	}
-	if prev != nil && prev.Hash == d.Hash && !drifted && inCache {
+	if prev != nil && prev.Hash == d.Hash && inCache && (!drifted || s.spec.Paused || s.spec.Drift.DetectOnly()) {
+		// Current, or drifted where only reporting is asked for.
 		return apply.Result{Desired: d, Action: apply.Unchanged, Applied: prev}
 	}
 
@@ -271,8 +274,9 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	}
 	c.mu.Lock()
 	s.inFlight[d.Ref] = true
+	ignore := s.ignoreFor(d.Ref)
 	c.mu.Unlock()
-	r := c.applier.Apply(ctx, d, force)
+	r := c.applier.Apply(ctx, c.withoutLostIgnored(d, ignore), force)
 	c.observeApply(r)
 	c.mu.Lock()
 	delete(s.inFlight, d.Ref)
@@ -464,4 +468,47 @@ func (c *Controller) forget(key types.NamespacedName) {
 	c.mu.Unlock()
 	c.metrics.ForgetBundle(key.Namespace, key.Name)
 	c.stopUnusedWatches()
+}
+
+// withoutLostIgnored drops from the object to apply the ignored fields that
+// another manager has taken, so that the apply leaves them to that manager
+// instead of taking them back. Ignored fields that we still own are sent as
+// declared: omitting them would make the server remove them. Only plain
+// dotted paths (".spec.replicas") can be dropped; a path into a list item
+// is reported as ignored but still applied.
+func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.Desired {
+	if len(ignore) == 0 {
+		return d
+	}
+	cached, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
+	if !ok {
+		return d
+	}
+	owned, err := apply.OwnedFields(cached, c.applier.FieldManager())
+	if err != nil {
+		return d
+	}
+	var copied bool
+	for _, p := range ignore {
+		segs := strings.Split(strings.TrimPrefix(p, "."), ".")
+		if strings.ContainsAny(p, "[]") || len(segs) == 0 {
+			continue
+		}
+		path := make([]any, len(segs))
+		for i, s := range segs {
+			path[i] = s
+		}
+		fp, err := fieldpath.MakePath(path...)
+		if err != nil || owned.Has(fp) {
+			continue
+		}
+		if _, found, _ := unstructured.NestedFieldNoCopy(d.Object.Object, segs...); !found {
+			continue
+		}
+		if !copied {
+			d.Object, copied = d.Object.DeepCopy(), true
+		}
+		unstructured.RemoveNestedField(d.Object.Object, segs...)
+	}
+	return d
 }

@@ -1,0 +1,205 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+var (
+	crdGVR         = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+)
+
+// webBundle declares a Deployment "web" (2 replicas, image nginx:1, label
+// tier=frontend) and a ConfigMap "settings", plus extra spec lines.
+func webBundle(extra string) string {
+	return `
+resources:
+- name: app.yaml
+  content: |
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+      labels: {app: web, tier: frontend}
+    spec:
+      replicas: 2
+      selector: {matchLabels: {app: web}}
+      template:
+        metadata: {labels: {app: web}}
+        spec:
+          containers:
+          - name: web
+            image: nginx:1
+    ---
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: settings}
+    data: {mode: production}
+` + extra
+}
+
+func TestDriftIsRevertedAndReported(t *testing.T) {
+	ns, _ := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
+	waitBundle(t, ns, "web", "Ready", ready)
+	client := cp.Client()
+	ctx := context.Background()
+
+	replicas := func() string {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprint(*d.Spec.Replicas)
+	}
+	image := func() string {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		return d.Spec.Template.Spec.Containers[0].Image
+	}
+	tier := func() string {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err.Error()
+		}
+		return d.Labels["tier"]
+	}
+	mode := func() string {
+		cm, ok := configMap(t, ns, "settings")
+		if !ok {
+			return "<missing>"
+		}
+		return cm.Data["mode"]
+	}
+
+	steps := []struct {
+		name    string
+		edit    func(t *testing.T)
+		current func() string
+		want    string
+		field   string
+		manager string
+	}{
+		{"kubectl scale", func(t *testing.T) { kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5") },
+			replicas, "2", ".spec.replicas", "kubectl/scale"},
+		{"kubectl patch of the image", func(t *testing.T) {
+			kubectl(t, "patch", "-n", ns, "deployment/web", "-p", `{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:2"}]}}}}`)
+		}, image, "nginx:1", `.spec.template.spec.containers[name="web"].image`, "kubectl-patch"},
+		{"an edit (manager kubectl-edit)", func(t *testing.T) {
+			_, err := client.CoreV1().ConfigMaps(ns).Patch(ctx, "settings", types.MergePatchType,
+				[]byte(`{"data":{"mode":"debug"}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, mode, "production", ".data.mode", "kubectl-edit"},
+		{"label removal", func(t *testing.T) { kubectl(t, "label", "-n", ns, "deployment/web", "tier-") },
+			tier, "frontend", ".metadata.labels.tier", "removed"},
+		{"a forced apply by another manager", func(t *testing.T) {
+			kubectl(t, "apply", "--server-side", "--force-conflicts", "--field-manager=intruder", "-f", "-", "-n", ns)
+		}, mode, "production", ".data.mode", "intruder"},
+		{"kubectl delete", func(t *testing.T) { kubectl(t, "delete", "-n", ns, "configmap/settings") },
+			mode, "production", ".", "deleted"},
+	}
+	for i, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			before := getBundle(t, ns, "web").Status.DriftCorrections
+			if s.name == "a forced apply by another manager" {
+				applyAs(t, ns, "intruder", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings"},"data":{"mode":"debug"}}`)
+			} else {
+				s.edit(t)
+			}
+			waitFor(t, s.name+" reverted", func() (bool, string) {
+				got := s.current()
+				return got == s.want, got
+			})
+			waitEvent(t, ns, "web", "DriftDetected", s.field, s.manager)
+			waitEvent(t, ns, "web", "DriftCorrected", s.field, s.manager)
+			b := waitBundle(t, ns, "web", "the correction counted and Ready again", func(b *manifests.Bundle) bool {
+				return b.Status.DriftCorrections > before && ready(b) && b.Status.LastDriftTime != nil
+			})
+			if b.Status.DriftCorrections != int64(i+1) {
+				t.Errorf("driftCorrections = %d after %d edits: corrections were repeated or lost", b.Status.DriftCorrections, i+1)
+			}
+		})
+	}
+}
+
+// applyAs server-side applies a JSON object with force as manager.
+func applyAs(t *testing.T, ns, manager, obj string) {
+	t.Helper()
+	_, err := cp.Client().CoreV1().ConfigMaps(ns).Patch(context.Background(), "settings", types.ApplyPatchType,
+		[]byte(obj), metav1.PatchOptions{FieldManager: manager, Force: ptr(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestDetectModeReportsWithoutWriting(t *testing.T) {
+	ns, _ := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns+"\ndrift: {mode: Detect}"))
+	waitBundle(t, ns, "web", "Ready", ready)
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+	b := waitBundle(t, ns, "web", "Drifted naming the field and manager", func(b *manifests.Bundle) bool {
+		if !isTrue(b, manifests.ConditionDrifted) || len(b.Status.Resources) != 1 {
+			return false
+		}
+		r := b.Status.Resources[0]
+		return r.Kind == "Deployment" && r.Name == "web" && r.State == manifests.StateDrifted &&
+			slices.Equal(r.Fields, []string{".spec.replicas"}) && r.ChangedBy == "kubectl/scale"
+	})
+	if b.Status.DriftCorrections != 0 || b.Status.Summary.Drifted != 1 || isTrue(b, manifests.ConditionReady) {
+		t.Errorf("Detect mode: corrections %d, drifted %d, ready %v; want 0, 1, false",
+			b.Status.DriftCorrections, b.Status.Summary.Drifted, isTrue(b, manifests.ConditionReady))
+	}
+	d, err := cp.Client().AppsV1().Deployments(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 5 {
+		t.Errorf("Detect mode changed replicas back to %d", *d.Spec.Replicas)
+	}
+}
+
+func TestIgnoreRuleIsRespected(t *testing.T) {
+	ns, _ := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns+`
+drift:
+  ignore:
+  - {group: apps, kind: Deployment, name: web, fieldPaths: [".spec.replicas"]}`))
+	waitBundle(t, ns, "web", "Ready", ready)
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+	// A later, not ignored, edit of the same object is corrected: so once
+	// the image is back, the scale event has certainly been processed.
+	kubectl(t, "patch", "-n", ns, "deployment/web", "-p", `{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:2"}]}}}}`)
+	waitEvent(t, ns, "web", "DriftCorrected", "image")
+	b := waitBundle(t, ns, "web", "Ready", ready)
+	d, err := cp.Client().AppsV1().Deployments(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 5 {
+		t.Errorf("the ignored field .spec.replicas was reverted to %d", *d.Spec.Replicas)
+	}
+	for _, m := range events(t, ns, "web", "DriftDetected") {
+		if strings.Contains(m, ".spec.replicas") {
+			t.Errorf("ignored field reported as drift: %s", m)
+		}
+	}
+	if b.Status.DriftCorrections != 1 {
+		t.Errorf("driftCorrections = %d, want 1 (the image only)", b.Status.DriftCorrections)
+	}
+}
