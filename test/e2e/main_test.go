@@ -345,3 +345,7 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+func configMapObject(ns, name string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string]string{"owner": "nobody"}}
+}
