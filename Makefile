@@ -18,9 +18,9 @@ build: ## the driftwatch binary in bin/
 tools: ## build the local control plane once (cached by version under $(CACHE)/bin)
 	@tools/build.sh >/dev/null
 
-demo: tools ## the local control plane, with instructions; Ctrl-C stops everything
+demo: tools build ## the agent on the local control plane with examples/; Ctrl-C stops everything
 	go build -o bin/localcluster ./test/localcluster
-	exec bin/localcluster
+	exec bin/localcluster -agent bin/driftwatch
 
 $(STATICCHECK):
 	@mkdir -p $(dir $@)
