@@ -21,7 +21,9 @@ func RefOf(obj *unstructured.Unstructured) ObjectRef {
 }
 
 // GroupKind returns the object's group and kind.
-func (r ObjectRef) GroupKind() schema.GroupKind { return schema.GroupKind{Group: r.Group, Kind: r.Kind} }
+func (r ObjectRef) GroupKind() schema.GroupKind {
+	return schema.GroupKind{Group: r.Group, Kind: r.Kind}
+}
 
 // String formats the reference as Kind.group/namespace/name, the one format
 // used in errors, events, logs and status messages: "Deployment.apps/web/api",
