@@ -14,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/driftwatch/driftwatch/manifests"
@@ -261,4 +263,71 @@ func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
 func IsConflict(err error) bool {
 	var status apierrors.APIStatus
 	return errors.As(err, &status) && apierrors.IsConflict(err)
+}
+
+// RemoveListItems deletes list items, named by their field paths ending in
+// a key (".spec.ports[port=444,protocol=\"TCP\"]"), with one strategic
+// merge patch of "$patch: delete" directives. Server-side apply never
+// removes fields another manager owns; this is the one write that does,
+// used only to undo a changed list key before re-applying ours. Only
+// built-in kinds support strategic merge patches.
+func (a *Applier) RemoveListItems(ctx context.Context, d Desired, items []fieldpath.Path) error {
+	patch := map[string]any{}
+	for _, p := range items {
+		if err := addDeleteDirective(patch, p); err != nil {
+			return fmt.Errorf("%s: %w", d.Ref, err)
+		}
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.StrategicMergePatchType, body,
+		metav1.PatchOptions{FieldManager: a.opts.FieldManager})
+	if err != nil {
+		return fmt.Errorf("%s: removing list items %v: %w", d.Ref, items, err)
+	}
+	return nil
+}
+
+// SupportsStrategicMerge reports whether the API server accepts strategic
+// merge patches for gvk: built-in kinds only.
+func SupportsStrategicMerge(gvk schema.GroupVersionKind) bool { return scheme.Scheme.Recognizes(gvk) }
+
+// addDeleteDirective merges into patch the strategic-merge structure that
+// deletes the item at p: field names become nested maps, each key element a
+// one-item list holding the key's fields, and the last one "$patch: delete".
+func addDeleteDirective(patch map[string]any, p fieldpath.Path) error {
+	cur := patch
+	for i := 0; i < len(p); i++ {
+		pe := p[i]
+		switch {
+		case pe.FieldName != nil:
+			if i+1 < len(p) && p[i+1].Key != nil {
+				item := map[string]any{}
+				for _, f := range *p[i+1].Key {
+					item[f.Name] = f.Value.Unstructured()
+				}
+				list, _ := cur[*pe.FieldName].([]any)
+				if i+2 == len(p) {
+					item["$patch"] = "delete"
+					cur[*pe.FieldName] = append(list, item)
+					return nil
+				}
+				cur[*pe.FieldName] = append(list, item)
+				cur = item
+				i++ // the key element is consumed
+				continue
+			}
+			next, ok := cur[*pe.FieldName].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				cur[*pe.FieldName] = next
+			}
+			cur = next
+		default:
+			return fmt.Errorf("cannot express %s as a strategic merge patch", p)
+		}
+	}
+	return fmt.Errorf("%s does not end in a list item", p)
 }

@@ -200,6 +200,14 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	s.inFlight[key.Ref] = true
 	c.mu.Unlock()
 
+	if len(info.finding.Foreign) > 0 && force && apply.SupportsStrategicMerge(d.Object.GroupVersionKind()) {
+		if err := c.applier.RemoveListItems(ctx, d, info.finding.Foreign); err != nil {
+			c.mu.Lock()
+			delete(s.inFlight, key.Ref)
+			c.mu.Unlock()
+			return err
+		}
+	}
 	res := c.applier.Apply(ctx, c.withoutLostIgnored(d, ignore), force)
 	c.observeApply(res)
 

@@ -24,8 +24,12 @@ type Finding struct {
 	// Managers that now hold them (with "/subresource" when not the main
 	// resource), or ManagerRemoved / ManagerDeleted.
 	Managers []string
-	// lost is the full set, for fight tracking.
-	lost *fieldpath.Set
+	// Foreign are list items that another manager added to a list in
+	// which we lost an item: a changed key (a Service port 443 → 444, a
+	// renamed container) is, for server-side apply, our item removed and
+	// theirs added. Re-applying cannot remove theirs, and for Services it
+	// is even rejected (duplicate port name), so they are removed first.
+	Foreign []fieldpath.Path
 }
 
 // Drifted reports whether anything drifted.
@@ -79,7 +83,7 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 	if lost.Empty() {
 		return Finding{}, nil
 	}
-	f := Finding{lost: lost}
+	f := Finding{}
 	seen := map[string]bool{}
 	lost.Iterate(func(p fieldpath.Path) {
 		// Report the outermost lost path: a lost container item is one
@@ -104,7 +108,41 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 	if len(f.Managers) == 0 {
 		f.Managers = []string{ManagerRemoved}
 	}
+	f.Foreign = foreignItems(lost, owned, others)
 	return f, nil
+}
+
+// foreignItems returns the items that other managers hold, and we do not,
+// in the lists where we lost an item.
+func foreignItems(lost, owned *fieldpath.Set, others map[string]*fieldpath.Set) []fieldpath.Path {
+	lists := map[string]int{} // list path → its length in elements
+	lost.Iterate(func(p fieldpath.Path) {
+		if n := len(p); n > 0 && p[n-1].Key != nil {
+			lists[p[:n-1].String()] = n - 1
+		}
+	})
+	if len(lists) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []fieldpath.Path
+	for _, s := range others {
+		s.Iterate(func(p fieldpath.Path) {
+			n := len(p)
+			if n == 0 || p[n-1].Key == nil || owned.Has(p) {
+				return
+			}
+			if l, ok := lists[p[:n-1].String()]; !ok || l != n-1 {
+				return
+			}
+			if k := p.String(); !seen[k] {
+				seen[k] = true
+				out = append(out, p.Copy())
+			}
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
 }
 
 // Deleted is the finding for an object that no longer exists.

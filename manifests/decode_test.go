@@ -1,0 +1,101 @@
+package manifests
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func gz(s string) string {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	_, _ = w.Write([]byte(s))
+	w.Close()
+	return base64.StdEncoding.EncodeToString(b.Bytes())
+}
+
+func TestDecode(t *testing.T) {
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"
+	tests := []struct {
+		name      string
+		resources []Resource
+		wantObjs  []string // sources
+		wantErrs  []string // substrings, in order
+	}{
+		{"multi-document YAML with comments and empty documents",
+			[]Resource{{Name: "f.yaml", Content: "# top\n---\n" + cm + "---\n---\n# only a comment\n---\n" + strings.Replace(cm, "name: a", "name: b", 1)}},
+			[]string{"f.yaml#2", "f.yaml#4"}, nil}, // numbered as the YAML reader splits: an empty document between two separators is not counted
+		{"JSON", []Resource{{Name: "f.json", Content: `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}`}},
+			[]string{"f.json#1"}, nil},
+		{"base64", []Resource{{Name: "f", Encoding: EncodingBase64, Content: base64.StdEncoding.EncodeToString([]byte(cm))}},
+			[]string{"f#1"}, nil},
+		{"base64+gzip", []Resource{{Name: "f", Encoding: EncodingBase64Gzip, Content: gz(cm)}},
+			[]string{"f#1"}, nil},
+		{"a List is expanded",
+			[]Resource{{Name: "l.yaml", Content: "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: s}\n"}},
+			[]string{"l.yaml#1[0]", "l.yaml#1[1]"}, nil},
+		{"one broken document does not hide the others",
+			[]Resource{{Name: "bad.yaml", Content: "kind: [\n"}, {Name: "ok.yaml", Content: cm}},
+			[]string{"ok.yaml#1"}, []string{"bad.yaml#1: invalid YAML"}},
+		{"missing kind and name",
+			[]Resource{{Name: "f.yaml", Content: "apiVersion: v1\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\n"}},
+			nil, []string{"f.yaml#1: apiVersion and kind are required", "f.yaml#2: ConfigMap: metadata.name is required"}},
+		{"generateName is refused",
+			[]Resource{{Name: "f.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {generateName: a-}\n"}},
+			nil, []string{"generateName is not supported"}},
+		{"bad encodings",
+			[]Resource{{Name: "a", Encoding: EncodingBase64, Content: "%%%"}, {Name: "b", Encoding: "rot13", Content: cm}, {Name: "c", Encoding: EncodingBase64Gzip, Content: base64.StdEncoding.EncodeToString([]byte("not gzip"))}},
+			nil, []string{"a: invalid base64", `b: unknown encoding "rot13"`, "c: invalid gzip"}},
+		{"too large once decoded",
+			[]Resource{{Name: "bomb", Encoding: EncodingBase64Gzip, Content: gz(strings.Repeat("a", MaxDecodedBytes+1))}},
+			nil, []string{"bomb: the bundle's resources exceed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			objs, errs := Decode(tt.resources)
+			var got []string
+			for _, o := range objs {
+				got = append(got, o.Source)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.wantObjs, ",") {
+				t.Errorf("objects %q, want %q", got, tt.wantObjs)
+			}
+			if len(errs) != len(tt.wantErrs) {
+				t.Fatalf("errors %v, want %d matching %q", errs, len(tt.wantErrs), tt.wantErrs)
+			}
+			for i, e := range errs {
+				if !strings.Contains(e.Error(), tt.wantErrs[i]) {
+					t.Errorf("error %d = %q, want it to contain %q", i, e, tt.wantErrs[i])
+				}
+			}
+		})
+	}
+	if _, errs := Decode(nil); len(errs) != 1 || !errors.Is(errs[0], ErrEmptyBundle) {
+		t.Errorf("an empty bundle: %v", errs)
+	}
+}
+
+func TestCRDIsEmbedded(t *testing.T) {
+	crd := CRD()
+	if crd.GetName() != "bundles.driftwatch.io" || crd.GetKind() != "CustomResourceDefinition" {
+		t.Fatalf("embedded CRD: %s %s", crd.GetKind(), crd.GetName())
+	}
+}
+
+func TestObjectRefString(t *testing.T) {
+	for _, tt := range []struct {
+		ref  ObjectRef
+		want string
+	}{
+		{ObjectRef{Group: "apps", Kind: "Deployment", Namespace: "web", Name: "api"}, "Deployment.apps/web/api"},
+		{ObjectRef{Kind: "ConfigMap", Namespace: "web", Name: "s"}, "ConfigMap/web/s"},
+		{ObjectRef{Kind: "Namespace", Name: "web"}, "Namespace/web"},
+	} {
+		if got := tt.ref.String(); got != tt.want {
+			t.Errorf("%#v: %q, want %q", tt.ref, got, tt.want)
+		}
+	}
+}
