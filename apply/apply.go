@@ -265,16 +265,32 @@ func IsConflict(err error) bool {
 	return errors.As(err, &status) && apierrors.IsConflict(err)
 }
 
-// RemoveListItems deletes list items, named by their field paths ending in
-// a key (".spec.ports[port=444,protocol=\"TCP\"]"), with one strategic
-// merge patch of "$patch: delete" directives. Server-side apply never
-// removes fields another manager owns; this is the one write that does,
-// used only to undo a changed list key before re-applying ours. Only
-// built-in kinds support strategic merge patches.
-func (a *Applier) RemoveListItems(ctx context.Context, d Desired, items []fieldpath.Path) error {
+// ReplaceListItems removes list items that another manager added, named
+// by field paths ending in a key (".spec.ports[port=444,protocol=\"TCP\"]"),
+// and puts back the desired items of the same lists, in one strategic merge
+// patch. Server-side apply never removes fields another manager owns: this
+// is the one write that does, used only to undo a changed list key (a
+// Service port, a renamed container) before re-applying ours. Our items go
+// in the same write so that a list that must not be empty (Service ports)
+// never is. Only built-in kinds accept strategic merge patches.
+func (a *Applier) ReplaceListItems(ctx context.Context, d Desired, foreign []fieldpath.Path) error {
 	patch := map[string]any{}
-	for _, p := range items {
-		if err := addDeleteDirective(patch, p); err != nil {
+	lists := map[string]bool{}
+	for _, p := range foreign {
+		if len(p) == 0 || p[len(p)-1].Key == nil {
+			return fmt.Errorf("%s: %s is not a list item", d.Ref, p)
+		}
+		del := map[string]any{"$patch": "delete"}
+		for _, f := range *p[len(p)-1].Key {
+			del[f.Name] = f.Value.Unstructured()
+		}
+		list := p[:len(p)-1]
+		items := []any{del}
+		if !lists[list.String()] {
+			lists[list.String()] = true
+			items = append(items, listAt(d.Object.Object, list)...)
+		}
+		if err := addToList(patch, list, items); err != nil {
 			return fmt.Errorf("%s: %w", d.Ref, err)
 		}
 	}
@@ -285,7 +301,7 @@ func (a *Applier) RemoveListItems(ctx context.Context, d Desired, items []fieldp
 	_, err = a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.StrategicMergePatchType, body,
 		metav1.PatchOptions{FieldManager: a.opts.FieldManager})
 	if err != nil {
-		return fmt.Errorf("%s: removing list items %v: %w", d.Ref, items, err)
+		return fmt.Errorf("%s: replacing list items %v: %w", d.Ref, foreign, err)
 	}
 	return nil
 }
@@ -294,40 +310,76 @@ func (a *Applier) RemoveListItems(ctx context.Context, d Desired, items []fieldp
 // merge patches for gvk: built-in kinds only.
 func SupportsStrategicMerge(gvk schema.GroupVersionKind) bool { return scheme.Scheme.Recognizes(gvk) }
 
-// addDeleteDirective merges into patch the strategic-merge structure that
-// deletes the item at p: field names become nested maps, each key element a
-// one-item list holding the key's fields, and the last one "$patch: delete".
-func addDeleteDirective(patch map[string]any, p fieldpath.Path) error {
+// addToList merges into patch the strategic-merge structure that reaches
+// the list at path (field names as nested maps, each key element as a
+// one-item list holding the key's fields) and appends items to that list.
+func addToList(patch map[string]any, path fieldpath.Path, items []any) error {
 	cur := patch
-	for i := 0; i < len(p); i++ {
-		pe := p[i]
+	for i := 0; i < len(path); i++ {
+		pe := path[i]
+		if pe.FieldName == nil {
+			return fmt.Errorf("cannot express %s as a strategic merge patch", path)
+		}
+		if i == len(path)-1 {
+			list, _ := cur[*pe.FieldName].([]any)
+			cur[*pe.FieldName] = append(list, items...)
+			return nil
+		}
+		if next := path[i+1]; next.Key != nil {
+			item := map[string]any{}
+			for _, f := range *next.Key {
+				item[f.Name] = f.Value.Unstructured()
+			}
+			list, _ := cur[*pe.FieldName].([]any)
+			cur[*pe.FieldName] = append(list, item)
+			cur = item
+			i++ // the key element is consumed
+			continue
+		}
+		m, ok := cur[*pe.FieldName].(map[string]any)
+		if !ok {
+			m = map[string]any{}
+			cur[*pe.FieldName] = m
+		}
+		cur = m
+	}
+	return fmt.Errorf("empty path")
+}
+
+// listAt returns the list at path in an unstructured object, or nil.
+func listAt(obj map[string]any, path fieldpath.Path) []any {
+	var cur any = obj
+	for _, pe := range path {
 		switch {
 		case pe.FieldName != nil:
-			if i+1 < len(p) && p[i+1].Key != nil {
-				item := map[string]any{}
-				for _, f := range *p[i+1].Key {
-					item[f.Name] = f.Value.Unstructured()
-				}
-				list, _ := cur[*pe.FieldName].([]any)
-				if i+2 == len(p) {
-					item["$patch"] = "delete"
-					cur[*pe.FieldName] = append(list, item)
-					return nil
-				}
-				cur[*pe.FieldName] = append(list, item)
-				cur = item
-				i++ // the key element is consumed
-				continue
-			}
-			next, ok := cur[*pe.FieldName].(map[string]any)
+			m, ok := cur.(map[string]any)
 			if !ok {
-				next = map[string]any{}
-				cur[*pe.FieldName] = next
+				return nil
 			}
-			cur = next
+			cur = m[*pe.FieldName]
+		case pe.Key != nil:
+			list, _ := cur.([]any)
+			cur = nil
+			for _, it := range list {
+				m, ok := it.(map[string]any)
+				if ok && keyMatches(m, pe) {
+					cur = m
+					break
+				}
+			}
 		default:
-			return fmt.Errorf("cannot express %s as a strategic merge patch", p)
+			return nil
 		}
 	}
-	return fmt.Errorf("%s does not end in a list item", p)
+	list, _ := cur.([]any)
+	return list
+}
+
+func keyMatches(item map[string]any, pe fieldpath.PathElement) bool {
+	for _, f := range *pe.Key {
+		if fmt.Sprint(item[f.Name]) != fmt.Sprint(f.Value.Unstructured()) {
+			return false
+		}
+	}
+	return true
 }

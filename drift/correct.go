@@ -201,7 +201,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	c.mu.Unlock()
 
 	if len(info.finding.Foreign) > 0 && force && apply.SupportsStrategicMerge(d.Object.GroupVersionKind()) {
-		if err := c.applier.RemoveListItems(ctx, d, info.finding.Foreign); err != nil {
+		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {
 			c.mu.Lock()
 			delete(s.inFlight, key.Ref)
 			c.mu.Unlock()

@@ -203,3 +203,44 @@ drift:
 		t.Errorf("driftCorrections = %d, want 1 (the image only)", b.Status.DriftCorrections)
 	}
 }
+
+func TestChangedServicePortIsRepaired(t *testing.T) {
+	ns, _ := setup(t)
+	createBundle(t, ns, "svc", `
+defaultNamespace: `+ns+`
+resources:
+- name: svc.yaml
+  content: |
+    apiVersion: v1
+    kind: Service
+    metadata: {name: api}
+    spec:
+      selector: {app: api}
+      ports:
+      - {name: https, port: 443, targetPort: 8443}
+`)
+	waitBundle(t, ns, "svc", "Ready", ready)
+	ctx := context.Background()
+	client := cp.Client()
+	// What kubectl edit sends when a user changes the port number.
+	_, err := client.CoreV1().Services(ns).Patch(ctx, "api", types.JSONPatchType,
+		[]byte(`[{"op":"replace","path":"/spec/ports/0/port","value":444}]`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the Service to have exactly port 443 again", func() (bool, string) {
+		svc, err := client.CoreV1().Services(ns).Get(ctx, "api", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		var ports []string
+		for _, p := range svc.Spec.Ports {
+			ports = append(ports, fmt.Sprintf("%s:%d", p.Name, p.Port))
+		}
+		return len(ports) == 1 && ports[0] == "https:443", strings.Join(ports, ",")
+	})
+	waitEvent(t, ns, "svc", "DriftCorrected", `.spec.ports[port=443,protocol="TCP"]`)
+	waitBundle(t, ns, "svc", "Ready again with one correction", func(b *manifests.Bundle) bool {
+		return ready(b) && b.Status.DriftCorrections == 1
+	})
+}
