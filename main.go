@@ -28,6 +28,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runAgent(args[1:], stderr)
 	case "render":
 		return runRender(args[1:], stdout, stderr)
+	case "diff":
+		return runDiff(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -45,6 +47,8 @@ const usage = `usage: driftwatch [command] [flags]
 commands:
   agent     run the agent (the default)
   render    print a bundle's desired objects, offline: render -f bundle.yaml
+  diff      server-side dry run against the cluster, a unified diff per object;
+            exit 1 when anything would change: diff -f bundle.yaml
   version   print the version and the versions of the libraries it was built with`
 
 func versionString() string {

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pmezard/go-difflib/difflib"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/yaml"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
+)
+
+// runDiff prints, per object of a Bundle file, the unified diff between
+// the live object and what a server-side dry-run apply would make of it.
+// Like kubectl diff it exits 1 when anything would change, and above 1 on
+// errors.
+func runDiff(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("f", "", "bundle file (YAML)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the target cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+	namespace := fs.String("namespace", "driftwatch-system", "the agent's namespace (where ApplySet parents live)")
+	fieldManager := fs.String("field-manager", "driftwatch", "server-side apply field manager")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "diff: -f bundle.yaml is required")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := readBundle(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return 2
+	}
+	cfg, err := loadConfig(*kubeconfig)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return 2
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return 2
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return 2
+	}
+	applier := apply.New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+		apply.Options{FieldManager: *fieldManager})
+	ns := b.Namespace
+	if ns == "" {
+		ns = *namespace
+	}
+	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, *namespace)
+
+	objs, errs := manifests.Decode(b.Spec.Resources)
+	changed := false
+	force := b.Spec.Drift.ForceEnabled()
+	for _, o := range objs {
+		obj := o.Object.DeepCopy()
+		gvr, err := applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", o.Source, err))
+			continue
+		}
+		set.Stamp(obj)
+		hash, err := apply.Hash(obj)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		apply.SetHash(obj, hash)
+		d := apply.Desired{Object: obj, Ref: manifests.RefOf(obj), GVR: gvr, Hash: hash, Source: o.Source}
+		live, err := applier.Get(ctx, d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		merged, err := applier.DryRun(ctx, d, force)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		text, err := unifiedDiff(d.Ref.String(), live, merged)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if text != "" {
+			changed = true
+			fmt.Fprint(stdout, text)
+		}
+	}
+	for _, e := range errs {
+		fmt.Fprintln(stderr, "error:", e)
+	}
+	switch {
+	case len(errs) > 0:
+		return 2
+	case changed:
+		return 1
+	default:
+		return 0
+	}
+}
+
+// unifiedDiff compares two versions of an object as YAML, without the
+// metadata that changes on every write, and without status: a bundle
+// declares none, and it moves between the two reads.
+func unifiedDiff(name string, live, merged *unstructured.Unstructured) (string, error) {
+	text := func(u *unstructured.Unstructured) (string, error) {
+		if u == nil {
+			return "", nil
+		}
+		u = u.DeepCopy()
+		for _, f := range []string{"managedFields", "resourceVersion", "generation", "uid", "creationTimestamp"} {
+			unstructured.RemoveNestedField(u.Object, "metadata", f)
+		}
+		delete(u.Object, "status")
+		b, err := yaml.Marshal(u.Object)
+		return string(b), err
+	}
+	a, err := text(live)
+	if err != nil {
+		return "", err
+	}
+	b, err := text(merged)
+	if err != nil {
+		return "", err
+	}
+	if a == b {
+		return "", nil
+	}
+	from := "live/" + name
+	if live == nil {
+		from = "/dev/null"
+	}
+	return difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(a), B: difflib.SplitLines(b),
+		FromFile: from, ToFile: "bundle/" + name, Context: 3,
+	})
+}

@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/driftwatch/driftwatch/test/cluster"
+)
+
+// runCLI runs the driftwatch binary and returns its output and exit code.
+func runCLI(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(agentBin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), stderr.String(), 0
+	case errors.As(err, &exit):
+		return stdout.String(), stderr.String(), exit.ExitCode()
+	default:
+		t.Fatal(err)
+		return "", "", -1
+	}
+}
+
+func TestDiffAndRender(t *testing.T) {
+	ns, _ := setup(t)
+	file := filepath.Join(t.TempDir(), "bundle.yaml")
+	spec := webBundle("defaultNamespace: " + ns)
+	content := "apiVersion: driftwatch.io/v1alpha1\nkind: Bundle\nmetadata: {name: web, namespace: " + ns + "}\nspec:\n" + indent(spec)
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kc := cp.Kubeconfig(cluster.AdminUser)
+
+	out, errOut, code := runCLI(t, "render", "-f", file)
+	if code != 0 || !strings.Contains(out, "name: web") || !strings.Contains(out, "name: settings") {
+		t.Fatalf("render: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	out, errOut, code = runCLI(t, "diff", "-f", file, "--kubeconfig", kc, "--namespace", ns)
+	if code != 1 || !strings.Contains(out, "+++ bundle/Deployment.apps/"+ns+"/web") || !strings.Contains(out, "--- /dev/null") {
+		t.Fatalf("diff before the first apply: exit %d, want 1 and new objects\n%s\n%s", code, out, errOut)
+	}
+
+	createBundle(t, ns, "web", spec)
+	waitBundle(t, ns, "web", "Ready", ready)
+	out, errOut, code = runCLI(t, "diff", "-f", file, "--kubeconfig", kc, "--namespace", ns)
+	if code != 0 || out != "" {
+		t.Fatalf("diff of an applied bundle: exit %d, want 0 and no output\n%s\n%s", code, out, errOut)
+	}
+
+	// In Detect mode nothing reverts the scale, so diff must show it.
+	updateBundleSpec(t, ns, "web", spec+"\ndrift: {mode: Detect}")
+	waitBundle(t, ns, "web", "Ready in Detect mode", ready)
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+	out, errOut, code = runCLI(t, "diff", "-f", file, "--kubeconfig", kc, "--namespace", ns)
+	if code != 1 || !strings.Contains(out, "-  replicas: 5") || !strings.Contains(out, "+  replicas: 2") {
+		t.Fatalf("diff after kubectl scale: exit %d, want 1 and the replicas change\n%s\n%s", code, out, errOut)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("apiVersion: driftwatch.io/v1alpha1\nkind: Bundle\nmetadata: {name: x}\nspec:\n  resources:\n  - name: a.yaml\n    content: \"kind: [\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := runCLI(t, "render", "-f", bad); code != 1 || !strings.Contains(errOut, "a.yaml#1: invalid YAML") {
+		t.Errorf("render of a broken bundle: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimLeft(s, "\n"), "\n") {
+		if l != "" {
+			b.WriteString("  " + l)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
