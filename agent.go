@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -45,6 +46,7 @@ type agentFlags struct {
 	fieldManager                 string
 	concurrency                  int
 	resyncPeriod                 time.Duration
+	profiling                    bool
 }
 
 func runAgent(args []string, stderr io.Writer) int {
@@ -58,6 +60,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers (applies in flight: twice as many)")
+	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics address")
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 10*time.Minute, "safety-net check of every owned object against the cache")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -152,7 +155,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	}, m, recorder, opts)
 
 	servers := []*http.Server{
-		{Addr: f.metricsAddr, Handler: metricsMux(reg)},
+		{Addr: f.metricsAddr, Handler: metricsMux(reg, f.profiling)},
 		{Addr: f.healthAddr, Handler: healthMux()},
 	}
 	errc := make(chan error, len(servers)+1)
@@ -185,9 +188,16 @@ func agent(ctx context.Context, f agentFlags) error {
 	return runErr
 }
 
-func metricsMux(reg *prometheus.Registry) *http.ServeMux {
+func metricsMux(reg *prometheus.Registry, profiling bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -82,13 +82,11 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		set.Stamp(obj)
-		hash, err := apply.Hash(obj)
+		d, err := apply.NewDesired(obj, gvr, o.Source)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		apply.SetHash(obj, hash)
-		d := apply.Desired{Object: obj, Ref: manifests.RefOf(obj), GVR: gvr, Hash: hash, Source: o.Source}
 		live, err := applier.Get(ctx, d)
 		if err != nil {
 			errs = append(errs, err)

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -67,14 +68,52 @@ const (
 )
 
 // Desired is one object ready to apply: stamped, its namespace resolved.
+// The object is held as the JSON that is sent — a fraction of the memory of
+// an unstructured map, which matters at tens of thousands of objects.
 type Desired struct {
-	Object *unstructured.Unstructured
-	Ref    manifests.ObjectRef
-	GVR    schema.GroupVersionResource
+	Ref        manifests.ObjectRef
+	GVR        schema.GroupVersionResource
+	APIVersion string
+	// JSON is the apply request body.
+	JSON []byte
 	// Hash identifies the desired content; equal hashes need no write.
 	Hash string
 	// Source is where the object was declared ("file.yaml#2").
 	Source string
+}
+
+// NewDesired prepares obj for applying: its hash goes into HashAnnotation
+// and the object is serialised once.
+func NewDesired(obj *unstructured.Unstructured, gvr schema.GroupVersionResource, source string) (Desired, error) {
+	hash, err := Hash(obj)
+	if err != nil {
+		return Desired{}, err
+	}
+	SetHash(obj, hash)
+	body, err := json.Marshal(obj.Object)
+	if err != nil {
+		return Desired{}, err
+	}
+	return Desired{Ref: manifests.RefOf(obj), GVR: gvr, APIVersion: obj.GetAPIVersion(), JSON: body, Hash: hash, Source: source}, nil
+}
+
+// Object decodes the object to apply.
+func (d Desired) Object() (*unstructured.Unstructured, error) {
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(d.JSON); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Ref, err)
+	}
+	return u, nil
+}
+
+// WithObject returns d applying obj instead (same identity and hash).
+func (d Desired) WithObject(obj *unstructured.Unstructured) (Desired, error) {
+	body, err := json.Marshal(obj.Object)
+	if err != nil {
+		return d, err
+	}
+	d.JSON = body
+	return d, nil
 }
 
 // Applied is the recorded applied state of one object: what the server
@@ -83,8 +122,9 @@ type Applied struct {
 	GVR             schema.GroupVersionResource
 	UID             string
 	ResourceVersion string
-	// Fields is our field manager's Apply entry: what we own.
-	Fields *fieldpath.Set
+	// Fields is our field manager's Apply entry (fieldsV1 JSON): what we
+	// own. Kept serialised; parsed only when an event needs it.
+	Fields []byte
 	// Hash of the desired object that was applied.
 	Hash string
 }
@@ -163,13 +203,13 @@ func (a *Applier) ResetMapping() { a.mapper.Reset() }
 func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	start := time.Now()
 	res := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace)
-	obj, err := res.Apply(ctx, d.Ref.Name, d.Object, metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: force})
+	obj, err := res.Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force})
 	r := Result{Desired: d, Duration: time.Since(start)}
 	if err != nil {
 		r.Action, r.Err = Failed, fmt.Errorf("%s apply failed: %w", d.Ref, err)
 		return r
 	}
-	fields, err := OwnedFields(obj, a.opts.FieldManager)
+	fields, err := OwnedFieldsJSON(obj, a.opts.FieldManager)
 	if err != nil {
 		r.Action, r.Err = Failed, fmt.Errorf("%s: %w", d.Ref, err)
 		return r
@@ -186,8 +226,8 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 // DryRun server-side applies without persisting and returns what the
 // server would store.
 func (a *Applier) DryRun(ctx context.Context, d Desired, force bool) (*unstructured.Unstructured, error) {
-	obj, err := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Apply(ctx, d.Ref.Name, d.Object,
-		metav1.ApplyOptions{FieldManager: a.opts.FieldManager, Force: force, DryRun: []string{metav1.DryRunAll}})
+	obj, err := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON,
+		metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force, DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		return nil, fmt.Errorf("%s dry-run failed: %w", d.Ref, err)
 	}
@@ -259,6 +299,39 @@ func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
 	return set, nil
 }
 
+// OwnedFieldsJSON is OwnedFields serialised as fieldsV1 JSON; with a
+// single entry (the usual case) its bytes are returned as they are.
+func OwnedFieldsJSON(obj metav1.Object, manager string) ([]byte, error) {
+	var raw []byte
+	n := 0
+	for _, e := range obj.GetManagedFields() {
+		if e.Manager == manager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" && e.FieldsV1 != nil {
+			raw = e.FieldsV1.GetRawBytes()
+			n++
+		}
+	}
+	if n <= 1 {
+		return raw, nil
+	}
+	set, err := OwnedFields(obj, manager)
+	if err != nil {
+		return nil, err
+	}
+	return set.ToJSON()
+}
+
+// FieldSet parses the recorded fields.
+func (a *Applied) FieldSet() (*fieldpath.Set, error) {
+	s := &fieldpath.Set{}
+	if len(a.Fields) == 0 {
+		return s, nil
+	}
+	if err := s.FromJSON(bytes.NewReader(a.Fields)); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // IsConflict reports whether err is a server-side apply conflict.
 func IsConflict(err error) bool {
 	var status apierrors.APIStatus
@@ -288,7 +361,11 @@ func (a *Applier) ReplaceListItems(ctx context.Context, d Desired, foreign []fie
 		items := []any{del}
 		if !lists[list.String()] {
 			lists[list.String()] = true
-			items = append(items, listAt(d.Object.Object, list)...)
+			obj, err := d.Object()
+			if err != nil {
+				return err
+			}
+			items = append(items, listAt(obj.Object, list)...)
 		}
 		if err := addToList(patch, list, items); err != nil {
 			return fmt.Errorf("%s: %w", d.Ref, err)

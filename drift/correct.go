@@ -57,7 +57,12 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *metav1.PartialO
 		// what it shows was overwritten by our apply.
 		return
 	}
-	f, err := Detect(applied.Fields, obj.ManagedFields, c.applier.FieldManager(), s.ignoreFor(ref))
+	fields, err := applied.FieldSet()
+	if err != nil {
+		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
+		return
+	}
+	f, err := Detect(fields, obj.ManagedFields, c.applier.FieldManager(), s.ignoreFor(ref))
 	if err != nil {
 		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
 		return
@@ -200,7 +205,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	s.inFlight[key.Ref] = true
 	c.mu.Unlock()
 
-	if len(info.finding.Foreign) > 0 && force && apply.SupportsStrategicMerge(d.Object.GroupVersionKind()) {
+	if len(info.finding.Foreign) > 0 && force && apply.SupportsStrategicMerge(schema.FromAPIVersionAndKind(d.APIVersion, d.Ref.Kind)) {
 		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {
 			c.mu.Lock()
 			delete(s.inFlight, key.Ref)

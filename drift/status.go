@@ -76,8 +76,8 @@ func (s *bundleState) status(prev manifests.BundleStatus, now time.Time) manifes
 	add := func(ref manifests.ObjectRef, rs manifests.ResourceStatus) {
 		d := s.desired[ref]
 		rs.Kind, rs.Namespace, rs.Name = ref.Kind, ref.Namespace, ref.Name
-		if d.Object != nil {
-			rs.APIVersion = d.Object.GetAPIVersion()
+		if d.APIVersion != "" {
+			rs.APIVersion = d.APIVersion
 		} else if ref.Group != "" {
 			rs.APIVersion = ref.Group
 		}

@@ -184,13 +184,11 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 		}
 		p.seen[ref] = o.Source
 		s.set.Stamp(obj)
-		hash, err := apply.Hash(obj)
+		d, err := apply.NewDesired(obj, gvr, o.Source)
 		if err != nil {
 			p.problems[ref] = problem{state: manifests.StateFailed, message: fmt.Sprintf("%s: %v", o.Source, err)}
 			continue
 		}
-		apply.SetHash(obj, hash)
-		d := apply.Desired{Object: obj, Ref: ref, GVR: gvr, Hash: hash, Source: o.Source}
 		p.desired[ref] = d
 		c.mu.Lock()
 		s.byKey[keyOf(d)] = ref
@@ -231,7 +229,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	if prev == nil && inCache && s.set.Owns(cached.Labels) && cached.Annotations[apply.HashAnnotation] == d.Hash {
 		// A restart: the object already holds this content; re-baseline
 		// from the cache instead of writing.
-		if fields, err := apply.OwnedFields(cached, c.applier.FieldManager()); err == nil && !fields.Empty() {
+		if fields, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager()); err == nil && len(fields) > 0 {
 			prev = &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: fields, Hash: d.Hash}
 			c.mu.Lock()
 			s.applied[d.Ref] = prev
@@ -343,12 +341,11 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 // applyParent keeps the ApplySet parent current.
 func (c *Controller) applyParent(ctx context.Context, s *bundleState, kinds []schema.GroupKind, namespaces []string) error {
 	parent := s.set.Parent(kinds, namespaces)
-	d := apply.Desired{Object: parent, GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"},
-		Ref: manifests.RefOf(parent)}
-	h, err := apply.Hash(parent)
+	d, err := apply.NewDesired(parent, schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, "")
 	if err != nil {
 		return err
 	}
+	h := d.Hash
 	c.mu.Lock()
 	same := s.parentHash == h
 	c.mu.Unlock()
@@ -488,7 +485,7 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 	if err != nil {
 		return d
 	}
-	var copied bool
+	var obj *unstructured.Unstructured
 	for _, p := range ignore {
 		segs := strings.Split(strings.TrimPrefix(p, "."), ".")
 		if strings.ContainsAny(p, "[]") || len(segs) == 0 {
@@ -502,13 +499,18 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 		if err != nil || owned.Has(fp) {
 			continue
 		}
-		if _, found, _ := unstructured.NestedFieldNoCopy(d.Object.Object, segs...); !found {
-			continue
+		if obj == nil {
+			if obj, err = d.Object(); err != nil {
+				return d
+			}
 		}
-		if !copied {
-			d.Object, copied = d.Object.DeepCopy(), true
-		}
-		unstructured.RemoveNestedField(d.Object.Object, segs...)
+		unstructured.RemoveNestedField(obj.Object, segs...)
+	}
+	if obj == nil {
+		return d
+	}
+	if out, err := d.WithObject(obj); err == nil {
+		return out
 	}
 	return d
 }

@@ -42,6 +42,7 @@ func main() {
 	perBundle := flag.Int("per-bundle", 1000, "ConfigMaps per Bundle")
 	edits := flag.Int("edits", 100, "out-of-band edits to time")
 	agentBin := flag.String("agent", "bin/driftwatch", "the driftwatch binary")
+	flag.StringVar(&heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
 	flag.Parse()
 	if err := run(*objects, *perBundle, *edits, *agentBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -80,7 +81,7 @@ func run(objects, perBundle, edits int, agentBin string) error {
 		return err
 	}
 	agent := exec.Command(agentBin, "agent", "--kubeconfig", c.Kubeconfig(cluster.AdminUser), "--namespace", ns,
-		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port), "--health-probe-bind-address", "127.0.0.1:0")
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port), "--health-probe-bind-address", "127.0.0.1:0", "--profiling")
 	agent.Stdout, agent.Stderr = logFile, logFile
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := agent.Start(); err != nil {
@@ -117,6 +118,11 @@ func run(objects, perBundle, edits int, agentBin string) error {
 	// 2. Memory at steady state.
 	rss := agentRSS(agent.Process.Pid)
 	heap := scrapeValue(port, "go_memstats_heap_alloc_bytes")
+	if heapProfile != "" {
+		if err := fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", port), heapProfile); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("memory: RSS %.1f MiB, heap %.1f MiB, %.0f B RSS per object\n", rss/(1<<20), heap/(1<<20), rss/float64(objects))
 
 	// 3. Writes during a re-sync of unchanged bundles: bump every
@@ -172,7 +178,25 @@ func run(objects, perBundle, edits int, agentBin string) error {
 	return nil
 }
 
-var schemaCRD = manifestsCRDGVR()
+var (
+	schemaCRD   = manifestsCRDGVR()
+	heapProfile string
+)
+
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
 
 func waitAllReady(ctx context.Context, dyn dynamic.Interface, ns string, bundles, objects int) error {
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Minute, true, func(ctx context.Context) (bool, error) {
