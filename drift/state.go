@@ -103,16 +103,6 @@ func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 	return out
 }
 
-// activeFight returns a fight on ref that is still backing off.
-func (s *bundleState) activeFight(ref manifests.ObjectRef, now time.Time) (fightKey, *fight, bool) {
-	for k, f := range s.fights {
-		if k.Ref == ref && now.Before(f.until) {
-			return k, f, true
-		}
-	}
-	return fightKey{}, nil, false
-}
-
 func keyOf(d apply.Desired) objKey {
 	return objKey{GVR: d.GVR, Namespace: d.Ref.Namespace, Name: d.Ref.Name}
 }

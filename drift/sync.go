@@ -135,7 +135,9 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	c.mu.Unlock()
 
 	if err := c.applyParent(ctx, s, kinds, namespaces); err != nil {
-		bundleErrs = append(bundleErrs, err.Error())
+		c.mu.Lock()
+		s.bundleErrors = append(s.bundleErrors, err.Error())
+		c.mu.Unlock()
 	}
 	for _, r := range results {
 		if r.Err != nil {

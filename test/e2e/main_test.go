@@ -53,7 +53,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	agentBin = filepath.Join(dir, "driftwatch")
 	_, self, _, _ := runtime.Caller(0)
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", agentBin, ".")
+	build := exec.Command("go", "build", "-o", agentBin, ".")
 	build.Dir = filepath.Join(filepath.Dir(self), "..", "..")
 	build.Stdout, build.Stderr = &buildLogs, &buildLogs
 	if err := build.Run(); err != nil {
