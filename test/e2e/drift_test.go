@@ -48,7 +48,7 @@ resources:
 }
 
 func TestDriftIsRevertedAndReported(t *testing.T) {
-	ns, _ := setup(t)
+	ns, agent := setup(t)
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
 	waitBundle(t, ns, "web", "Ready", ready)
 	client := cp.Client()
@@ -132,6 +132,23 @@ func TestDriftIsRevertedAndReported(t *testing.T) {
 				t.Errorf("driftCorrections = %d after %d edits: corrections were repeated or lost", b.Status.DriftCorrections, i+1)
 			}
 		})
+	}
+
+	m := agent.scrape(t)
+	for _, want := range []string{
+		`driftwatch_drift_detected_total{bundle="web",group="apps",kind="Deployment",manager="kubectl/scale",namespace="` + ns + `"} 1`,
+		`driftwatch_drift_detected_total{bundle="web",group="",kind="ConfigMap",manager="deleted",namespace="` + ns + `"} 1`,
+		`driftwatch_drift_corrections_total{bundle="web",group="",kind="ConfigMap",namespace="` + ns + `",result="success"} 3`,
+		`driftwatch_drift_corrections_total{bundle="web",group="apps",kind="Deployment",namespace="` + ns + `",result="success"} 3`,
+		`driftwatch_drift_correction_seconds_count 6`,
+		`driftwatch_bundle_ready{bundle="web",namespace="` + ns + `"} 1`,
+		`driftwatch_bundle_resources{bundle="web",namespace="` + ns + `",state="ready"} 2`,
+		`driftwatch_watched_objects{group="apps",resource="deployments",version="v1"} 1`,
+		`driftwatch_source_connected 1`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %s; driftwatch_ lines:\n%s", want, grep(m, "driftwatch_"))
+		}
 	}
 }
 
