@@ -156,7 +156,7 @@ func agent(ctx context.Context, f agentFlags) error {
 
 	servers := []*http.Server{
 		{Addr: f.metricsAddr, Handler: metricsMux(reg, f.profiling)},
-		{Addr: f.healthAddr, Handler: healthMux()},
+		{Addr: f.healthAddr, Handler: healthMux(ctrl.Ready)},
 	}
 	errc := make(chan error, len(servers)+1)
 	for _, s := range servers {
@@ -201,11 +201,18 @@ func metricsMux(reg *prometheus.Registry, profiling bool) *http.ServeMux {
 	return mux
 }
 
-func healthMux() *http.ServeMux {
+// healthMux serves /healthz (the process answers) and /readyz (Bundles
+// are synced from the source cluster and workers run).
+func healthMux(ready func() bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }
-	mux.HandleFunc("/healthz", ok)
-	mux.HandleFunc("/readyz", ok)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "bundle cache not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
 	return mux
 }
 

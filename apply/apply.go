@@ -195,6 +195,15 @@ func Hash(obj *unstructured.Unstructured) (string, error) {
 	return hex.EncodeToString(sum[:16]), nil
 }
 
+// ResourceFor returns the preferred resource of a group-kind.
+func (a *Applier) ResourceFor(gk schema.GroupKind) (schema.GroupVersionResource, error) {
+	m, err := a.mapper.RESTMapping(gk)
+	if err != nil {
+		return schema.GroupVersionResource{}, err
+	}
+	return m.Resource, nil
+}
+
 // ResetMapping forgets the cached REST mapping, after CRDs changed.
 func (a *Applier) ResetMapping() { a.mapper.Reset() }
 

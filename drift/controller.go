@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -77,6 +78,7 @@ type Controller struct {
 	statuses workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
 	logger klog.Logger // set by Run, before any informer starts
+	synced atomic.Bool // the Bundle cache has synced and workers run
 
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
@@ -153,6 +155,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("bundle informer did not sync")
 	}
 	c.metrics.SourceConnected.Set(1)
+	c.synced.Store(true)
 	logger.Info("Bundle cache synced; starting workers", "namespace", c.opts.Namespace, "workers", c.opts.Workers)
 
 	run := func(f func(context.Context) bool) {
@@ -174,9 +177,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.resyncLoop(ctx)
 	}()
 	<-ctx.Done()
+	c.synced.Store(false)
 	c.metrics.SourceConnected.Set(0)
 	return nil
 }
+
+// Ready reports whether the Bundle cache has synced and the workers run.
+func (c *Controller) Ready() bool { return c.synced.Load() }
 
 func (c *Controller) processBundle(ctx context.Context) bool {
 	key, shutdown := c.queue.Get()

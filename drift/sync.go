@@ -41,13 +41,17 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 
 	c.mu.Lock()
 	s := c.states[key]
-	if s == nil {
+	isNew := s == nil
+	if isNew {
 		s = newBundleState(key, c.setFor(key))
 		c.states[key] = s
 		c.byLabel[ownership.BundleLabelValue(key)] = key
 	}
 	s.spec, s.generation = b.Spec, b.Generation
 	c.mu.Unlock()
+	if isNew {
+		c.watchPreviousKinds(ctx, s)
+	}
 
 	objs, decodeErrs := manifests.Decode(b.Spec.Resources)
 	bundleErrs := make([]string, 0, len(decodeErrs))
@@ -304,10 +308,33 @@ func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []appl
 	return errs
 }
 
+// watchPreviousKinds starts informers for the kinds that the Bundle's
+// ApplySet parent lists, so that objects which left the Bundle while the
+// agent was not running are seen, and pruned, on its first sync. A missing
+// parent is a Bundle never applied; other errors only mean that such
+// leftovers are not pruned, which the status does not hide.
+func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState) {
+	ref := manifests.ObjectRef{Kind: "ConfigMap", Namespace: s.set.ParentNamespace, Name: s.set.ParentName}
+	parent, err := c.applier.Get(ctx, apply.Desired{Ref: ref, GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}})
+	if err != nil || parent == nil {
+		return
+	}
+	for _, gk := range ownership.ParseGroupKinds(parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]) {
+		gvr, err := c.applier.ResourceFor(gk)
+		if err != nil {
+			c.logger.V(2).Info("Kind of a previous sync is gone", "bundle", s.key, "kind", gk, "err", err)
+			continue
+		}
+		if err := c.watches.Ensure(ctx, gvr); err != nil {
+			c.logger.Error(err, "Cannot watch a kind of a previous sync", "bundle", s.key, "resource", gvr)
+		}
+	}
+}
+
 // pruneStrays deletes cached objects that carry this Bundle's ApplySet ID
 // but are not desired — left over from before a restart. Only resource
-// types with a running informer are seen; the parent's
-// contains-group-kinds keeps those running across restarts.
+// types with a running informer are seen; watchPreviousKinds starts those
+// that the ApplySet parent lists.
 func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) []error {
 	if !s.spec.PruneEnabled() {
 		return nil

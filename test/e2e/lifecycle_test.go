@@ -391,3 +391,21 @@ resources:
 	})
 	waitEvent(t, ns, "widgets", "DriftCorrected", ".spec.size", "kubectl-patch")
 }
+
+func TestObjectsThatLeftTheBundleWhileTheAgentWasDownArePruned(t *testing.T) {
+	ns, first := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
+	waitBundle(t, ns, "web", "Ready", ready)
+	first.stop(t)
+
+	// Without the ConfigMap: no kind of the new spec is a ConfigMap, so only
+	// the ApplySet parent tells the next agent where to look.
+	spec := strings.Replace(webBundle("defaultNamespace: "+ns), "    ---\n    apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: settings}\n    data: {mode: production}\n", "", 1)
+	updateBundleSpec(t, ns, "web", spec)
+	startAgent(t, ns)
+	waitFor(t, "settings pruned by the restarted agent", func() (bool, string) {
+		_, ok := configMap(t, ns, "settings")
+		return !ok, "still there"
+	})
+	waitBundle(t, ns, "web", "Ready with 1 object", func(b *manifests.Bundle) bool { return ready(b) && b.Status.Summary.Desired == 1 })
+}
