@@ -43,6 +43,7 @@ func main() {
 	edits := flag.Int("edits", 100, "out-of-band edits to time")
 	agentBin := flag.String("agent", "bin/driftwatch", "the driftwatch binary")
 	flag.StringVar(&heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
+	flag.StringVar(&agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
 	flag.Parse()
 	if err := run(*objects, *perBundle, *edits, *agentBin); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -83,6 +84,10 @@ func run(objects, perBundle, edits int, agentBin string) error {
 	agent := exec.Command(agentBin, "agent", "--kubeconfig", c.Kubeconfig(cluster.AdminUser), "--namespace", ns,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port), "--health-probe-bind-address", "127.0.0.1:0", "--profiling")
 	agent.Stdout, agent.Stderr = logFile, logFile
+	agent.Env = os.Environ()
+	if agentEnv != "" {
+		agent.Env = append(agent.Env, strings.Split(agentEnv, ",")...)
+	}
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := agent.Start(); err != nil {
 		return err
@@ -171,6 +176,8 @@ func run(objects, perBundle, edits int, agentBin string) error {
 		lat = append(lat, time.Since(t1))
 		_ = t0
 	}
+	fmt.Printf("memory after the edits: RSS %.1f MiB, heap %.1f MiB, agent CPU %.1f s in all\n",
+		agentRSS(agent.Process.Pid)/(1<<20), scrapeValue(port, "go_memstats_heap_alloc_bytes")/(1<<20), agentCPU(agent.Process.Pid))
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
 	fmt.Printf("edit → reverted (%d edits, from the edit's response to our watch seeing the value back): p50 %s, p90 %s, p99 %s, max %s\n",
@@ -181,6 +188,7 @@ func run(objects, perBundle, edits int, agentBin string) error {
 var (
 	schemaCRD   = manifestsCRDGVR()
 	heapProfile string
+	agentEnv    string
 )
 
 func fetch(url, path string) error {
