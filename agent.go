@@ -142,7 +142,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: f.fieldManager})
 
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	applier := apply.New(targetDyn, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 2 * f.concurrency})
+	applier := apply.New(targetDyn, targetMeta, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 2 * f.concurrency})
 	if err := ensureNamespace(ctx, targetDyn, f.namespace, f.fieldManager); err != nil {
 		return err
 	}

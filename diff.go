@@ -63,7 +63,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	applier := apply.New(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
+	applier := apply.New(dyn, nil, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
 		apply.Options{FieldManager: *fieldManager})
 	ns := b.Namespace
 	if ns == "" {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/metadata"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/driftwatch/driftwatch/manifests"
@@ -37,18 +38,44 @@ func DefaultOptions() Options { return Options{FieldManager: "driftwatch", Concu
 
 // Applier applies desired objects with server-side apply.
 type Applier struct {
-	client dynamic.Interface
-	mapper meta.ResettableRESTMapper
-	opts   Options
+	client   dynamic.Interface
+	metadata metadata.Interface
+	mapper   meta.ResettableRESTMapper
+	opts     Options
 }
 
-// New returns an Applier writing through client and resolving kinds through
+// New returns an Applier writing through client, listing metadata through
+// meta (nil: ListMetadata is unavailable) and resolving kinds through
 // mapper (reset after CRDs are applied).
-func New(client dynamic.Interface, mapper meta.ResettableRESTMapper, opts Options) *Applier {
+func New(client dynamic.Interface, meta metadata.Interface, mapper meta.ResettableRESTMapper, opts Options) *Applier {
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 1
 	}
-	return &Applier{client: client, mapper: mapper, opts: opts}
+	return &Applier{client: client, metadata: meta, mapper: mapper, opts: opts}
+}
+
+// ListMetadata lists the metadata of the objects of gvr in namespace that
+// match selector, in pages: one request instead of a GET per object when
+// many objects that the agent has not seen yet must be checked for
+// ownership.
+func (a *Applier) ListMetadata(ctx context.Context, gvr schema.GroupVersionResource, namespace, selector string) (map[string]*metav1.PartialObjectMetadata, error) {
+	if a.metadata == nil {
+		return nil, fmt.Errorf("no metadata client")
+	}
+	out := map[string]*metav1.PartialObjectMetadata{}
+	opts := metav1.ListOptions{Limit: 500, LabelSelector: selector}
+	for {
+		list, err := a.metadata.Resource(gvr).Namespace(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("listing %s in %q: %w", gvr.Resource, namespace, err)
+		}
+		for i := range list.Items {
+			out[list.Items[i].Name] = &list.Items[i]
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			return out, nil
+		}
+	}
 }
 
 // FieldManager returns the field manager the Applier applies as.

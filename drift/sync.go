@@ -206,6 +206,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 		todo = append(todo, d)
 	}
 
+	known := c.listUnseen(ctx, s, todo)
 	results := make([]apply.Result, len(todo))
 	force := b.Spec.Drift.ForceEnabled()
 	sem := make(chan struct{}, c.applierConcurrency())
@@ -215,7 +216,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = c.applyOne(ctx, s, b, d, force, p)
+			results[i] = c.applyOne(ctx, s, b, d, force, p, known)
 		}()
 	}
 	wg.Wait()
@@ -224,8 +225,62 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 
 func (c *Controller) applierConcurrency() int { return max(c.opts.Workers*2, 8) }
 
+// listThreshold is how many unseen objects of one resource type in one
+// namespace make a metadata LIST cheaper than a GET each.
+const listThreshold = 16
+
+// listed holds what metadata LISTs found for the ownership check: for a
+// listed resource type and namespace, an absent name means no object.
+type listed struct {
+	groups  map[objKey]bool // GVR and namespace only
+	objects map[objKey]*metav1.PartialObjectMetadata
+}
+
+// lookup returns the listed object, and whether its group was listed.
+func (l listed) lookup(d apply.Desired) (*metav1.PartialObjectMetadata, bool) {
+	if !l.groups[objKey{GVR: d.GVR, Namespace: d.Ref.Namespace}] {
+		return nil, false
+	}
+	return l.objects[keyOf(d)], true
+}
+
+// listUnseen lists, per resource type and namespace with many objects that
+// are neither applied by us nor in the cache (a Bundle's first apply), the
+// metadata of that namespace's objects without a driftwatch label, once:
+// labelled ones are in the cache already, so an object in neither does not
+// exist. Errors fall back to a GET per object.
+func (c *Controller) listUnseen(ctx context.Context, s *bundleState, todo []apply.Desired) listed {
+	l := listed{groups: map[objKey]bool{}, objects: map[objKey]*metav1.PartialObjectMetadata{}}
+	counts := map[objKey]int{}
+	c.mu.Lock()
+	for _, d := range todo {
+		if s.applied[d.Ref] != nil {
+			continue
+		}
+		if _, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); !ok {
+			counts[objKey{GVR: d.GVR, Namespace: d.Ref.Namespace}]++
+		}
+	}
+	c.mu.Unlock()
+	for g, n := range counts {
+		if n < listThreshold {
+			continue
+		}
+		objs, err := c.applier.ListMetadata(ctx, g.GVR, g.Namespace, "!"+ownership.BundleLabel)
+		if err != nil {
+			c.logger.V(2).Info("Metadata list failed; checking objects one by one", "resource", g.GVR, "namespace", g.Namespace, "err", err)
+			continue
+		}
+		l.groups[g] = true
+		for name, o := range objs {
+			l.objects[objKey{GVR: g.GVR, Namespace: g.Namespace, Name: name}] = o
+		}
+	}
+	return l
+}
+
 // applyOne admits and applies one object, or reports it unchanged.
-func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.Bundle, d apply.Desired, force bool, p *plan) apply.Result {
+func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.Bundle, d apply.Desired, force bool, p *plan, known listed) apply.Result {
 	c.mu.Lock()
 	prev := s.applied[d.Ref]
 	_, drifted := s.drifted[d.Ref]
@@ -253,6 +308,10 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 		var existing metav1.Object
 		if inCache {
 			existing = cached
+		} else if o, ok := known.lookup(d); ok {
+			if o != nil {
+				existing = o
+			}
 		} else {
 			live, err := c.applier.Get(ctx, d)
 			if err != nil {
