@@ -2,6 +2,9 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 export GOTOOLCHAIN := local
+# apimachinery's fieldsv1string interns managedFields: objects of the same
+# shape share one copy in the informer caches (see README, Performance).
+export GOFLAGS := $(GOFLAGS) -tags=fieldsv1string
 
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/driftwatch
 STATICCHECK_VERSION := v0.8.2

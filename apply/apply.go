@@ -1,13 +1,13 @@
 package apply
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -150,8 +150,10 @@ type Applied struct {
 	UID             string
 	ResourceVersion string
 	// Fields is our field manager's Apply entry (fieldsV1 JSON): what we
-	// own. Kept serialised; parsed only when an event needs it.
-	Fields []byte
+	// own. Kept serialised, parsed only when an event needs it; built with
+	// the fieldsv1string tag, apimachinery interns these strings, and
+	// objects of the same shape share one.
+	Fields string
 	// Hash of the desired object that was applied.
 	Hash string
 }
@@ -336,13 +338,13 @@ func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
 }
 
 // OwnedFieldsJSON is OwnedFields serialised as fieldsV1 JSON; with a
-// single entry (the usual case) its bytes are returned as they are.
-func OwnedFieldsJSON(obj metav1.Object, manager string) ([]byte, error) {
-	var raw []byte
+// single entry (the usual case) its string is returned as it is.
+func OwnedFieldsJSON(obj metav1.Object, manager string) (string, error) {
+	var raw string
 	n := 0
 	for _, e := range obj.GetManagedFields() {
 		if e.Manager == manager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" && e.FieldsV1 != nil {
-			raw = e.FieldsV1.GetRawBytes()
+			raw = e.FieldsV1.GetRawString()
 			n++
 		}
 	}
@@ -351,9 +353,10 @@ func OwnedFieldsJSON(obj metav1.Object, manager string) ([]byte, error) {
 	}
 	set, err := OwnedFields(obj, manager)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return set.ToJSON()
+	b, err := set.ToJSON()
+	return string(b), err
 }
 
 // FieldSet parses the recorded fields.
@@ -362,7 +365,7 @@ func (a *Applied) FieldSet() (*fieldpath.Set, error) {
 	if len(a.Fields) == 0 {
 		return s, nil
 	}
-	if err := s.FromJSON(bytes.NewReader(a.Fields)); err != nil {
+	if err := s.FromJSON(strings.NewReader(a.Fields)); err != nil {
 		return nil, err
 	}
 	return s, nil

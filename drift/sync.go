@@ -290,7 +290,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	if prev == nil && inCache && s.set.Owns(cached.Labels) && cached.Annotations[apply.HashAnnotation] == d.Hash {
 		// A restart: the object already holds this content; re-baseline
 		// from the cache instead of writing.
-		if fields, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager()); err == nil && len(fields) > 0 {
+		if fields, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager()); err == nil && fields != "" {
 			prev = &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: fields, Hash: d.Hash}
 			c.mu.Lock()
 			s.applied[d.Ref] = prev
