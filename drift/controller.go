@@ -185,34 +185,36 @@ func (c *Controller) Run(ctx context.Context) error {
 // Ready reports whether the Bundle cache has synced and the workers run.
 func (c *Controller) Ready() bool { return c.synced.Load() }
 
-func (c *Controller) processBundle(ctx context.Context) bool {
-	key, shutdown := c.queue.Get()
+// processNext takes one item from q and runs sync on it: Forget on
+// success, AddRateLimited on error (after onError, which logs). It returns
+// false once q is shut down.
+func processNext[K comparable](ctx context.Context, q workqueue.TypedRateLimitingInterface[K],
+	sync func(context.Context, K) error, onError func(K, error)) bool {
+	key, shutdown := q.Get()
 	if shutdown {
 		return false
 	}
-	defer c.queue.Done(key)
-	if err := c.syncBundle(ctx, key); err != nil {
-		klog.FromContext(ctx).Error(err, "Sync failed; retrying", "bundle", key)
-		c.queue.AddRateLimited(key)
+	defer q.Done(key)
+	if err := sync(ctx, key); err != nil {
+		onError(key, err)
+		q.AddRateLimited(key)
 		return true
 	}
-	c.queue.Forget(key)
+	q.Forget(key)
 	return true
 }
 
+func (c *Controller) processBundle(ctx context.Context) bool {
+	return processNext(ctx, c.queue, c.syncBundle, func(key types.NamespacedName, err error) {
+		c.logger.Error(err, "Sync failed; retrying", "bundle", key)
+	})
+}
+
 func (c *Controller) processStatus(ctx context.Context) bool {
-	key, shutdown := c.statuses.Get()
-	if shutdown {
-		return false
-	}
-	defer c.statuses.Done(key)
-	if err := c.writeStatus(ctx, key); err != nil {
-		klog.FromContext(ctx).V(2).Info("Status write failed; retrying", "bundle", key, "err", err)
-		c.statuses.AddRateLimited(key)
-		return true
-	}
-	c.statuses.Forget(key)
-	return true
+	return processNext(ctx, c.statuses, c.writeStatus, func(key types.NamespacedName, err error) {
+		// Conflicts with a stale cached Bundle are expected; the retry reads anew.
+		c.logger.V(2).Info("Status write failed; retrying", "bundle", key, "err", err)
+	})
 }
 
 // bundleFromCache returns the Bundle from the informer cache, nil if gone.

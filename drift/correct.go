@@ -173,18 +173,9 @@ func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
 
 // processFix corrects one drifted object by re-applying it.
 func (c *Controller) processFix(ctx context.Context) bool {
-	key, shutdown := c.fixes.Get()
-	if shutdown {
-		return false
-	}
-	defer c.fixes.Done(key)
-	if err := c.correct(ctx, key); err != nil {
+	return processNext(ctx, c.fixes, c.correct, func(key fixKey, err error) {
 		c.logger.Error(err, "Correction failed; retrying", "bundle", key.Bundle, "object", key.Ref.String())
-		c.fixes.AddRateLimited(key)
-		return true
-	}
-	c.fixes.Forget(key)
-	return true
+	})
 }
 
 func (c *Controller) correct(ctx context.Context, key fixKey) error {

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -76,7 +75,11 @@ func run(objects, perBundle, edits int, agentBin string) error {
 		return err
 	}
 
-	port := freePort()
+	ports, err := cluster.FreePorts(1)
+	if err != nil {
+		return err
+	}
+	port := ports[0]
 	logFile, err := os.Create(filepath.Join(c.Dir, "logs", "driftwatch.log"))
 	if err != nil {
 		return err
@@ -307,13 +310,4 @@ func agentCPU(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
