@@ -2,6 +2,7 @@ package drift
 
 import (
 	"reflect"
+	"sort"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,6 +117,43 @@ func TestNewer(t *testing.T) {
 	} {
 		if got := newer(tt.a, tt.b); got != tt.want {
 			t.Errorf("newer(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestDeclaredLeaves(t *testing.T) {
+	obj := map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": "web", "namespace": "n",
+			"labels": map[string]any{"app": "web"}, "annotations": map[string]any{"a": "b"}},
+		"spec": map[string]any{"replicas": int64(2), "paused": nil,
+			"template": map[string]any{"spec": map[string]any{"containers": []any{map[string]any{"name": "web"}}}}},
+		"data":   map[string]any{},
+		"status": map[string]any{"replicas": int64(1)},
+	}
+	var got []string
+	for _, p := range declaredLeaves(obj) {
+		got = append(got, p.String())
+	}
+	sort.Strings(got)
+	want := []string{".metadata.annotations.a", ".metadata.labels.app", ".spec.replicas"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("declaredLeaves = %q, want %q", got, want)
+	}
+}
+
+func TestOwnedOrAtomic(t *testing.T) {
+	owned := set(t, `{"f:spec":{"f:selector":{},"f:replicas":{}}}`)
+	for _, tt := range []struct {
+		path fieldpath.Path
+		want bool
+	}{
+		{fieldpath.MakePathOrDie("spec", "replicas"), true},
+		{fieldpath.MakePathOrDie("spec", "selector", "matchLabels", "app"), true},
+		{fieldpath.MakePathOrDie("spec", "paused"), false},
+	} {
+		if got := ownedOrAtomic(owned, tt.path); got != tt.want {
+			t.Errorf("ownedOrAtomic(%s) = %v, want %v", tt.path, got, tt.want)
 		}
 	}
 }

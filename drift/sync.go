@@ -137,6 +137,11 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	}
 	kinds, namespaces := s.kindsAndNamespaces()
 	c.mu.Unlock()
+	for _, d := range plan.recheck {
+		if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
+			c.check(d.GVR, obj)
+		}
+	}
 
 	if err := c.applyParent(ctx, s, kinds, namespaces); err != nil {
 		c.mu.Lock()
@@ -168,6 +173,9 @@ type plan struct {
 	desired  map[manifests.ObjectRef]apply.Desired
 	problems map[manifests.ObjectRef]problem
 	seen     map[manifests.ObjectRef]string // ref → source, to catch duplicates
+	// recheck are objects re-baselined after a restart that lost declared
+	// fields while no agent watched: checked once the state is recorded.
+	recheck []apply.Desired
 }
 
 // applyStage resolves, admits and applies one stage's objects with
@@ -290,11 +298,16 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	if prev == nil && inCache && s.set.Owns(cached.Labels) && cached.Annotations[apply.HashAnnotation] == d.Hash {
 		// A restart: the object already holds this content; re-baseline
 		// from the cache instead of writing.
-		if fields, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager()); err == nil && fields != "" {
-			prev = &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: fields, Hash: d.Hash}
+		if base, lostWhileDown := c.rebaseline(d, cached); base != nil {
+			prev = base
 			c.mu.Lock()
 			s.applied[d.Ref] = prev
 			c.mu.Unlock()
+			if lostWhileDown {
+				p.mu.Lock()
+				p.recheck = append(p.recheck, d)
+				p.mu.Unlock()
+			}
 		}
 	}
 	if prev != nil && prev.Hash == d.Hash && inCache && (!drifted || s.spec.Paused || s.spec.Drift.DetectOnly()) {
@@ -553,6 +566,102 @@ func (c *Controller) forget(key types.NamespacedName) {
 	c.mu.Unlock()
 	c.metrics.ForgetBundle(key.Namespace, key.Name)
 	c.stopUnusedWatches()
+}
+
+// rebaseline records the applied state of an object that a previous agent
+// applied with the same content (a restart): the fields we own now. Fields
+// that another manager took while no agent was watching are no longer in
+// our entry, so the declared map leaves of the desired object that we do
+// not own are added back to the recorded set, and lostWhileDown says that
+// the object must be checked. Lists are not descended: their keys need the
+// schema, so an item taken inside a list while the agent was down is only
+// seen with the object's next change.
+func (c *Controller) rebaseline(d apply.Desired, cached *metav1.PartialObjectMetadata) (*apply.Applied, bool) {
+	raw, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager())
+	if err != nil || raw == "" {
+		return nil, false
+	}
+	base := &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: raw, Hash: d.Hash}
+	owned, err := base.FieldSet()
+	if err != nil {
+		return nil, false
+	}
+	obj, err := d.Object()
+	if err != nil {
+		return base, false
+	}
+	missing := &fieldpath.Set{}
+	for _, p := range declaredLeaves(obj.Object) {
+		if !ownedOrAtomic(owned, p) {
+			missing.Insert(p)
+		}
+	}
+	if missing.Empty() {
+		return base, false
+	}
+	c.logger.V(2).Info("Declared fields lost while no agent watched", "object", d.Ref.String(), "fields", missing.String())
+	full, err := owned.Union(missing).ToJSON()
+	if err != nil {
+		return base, false
+	}
+	base.Fields = string(full)
+	base.ResourceVersion = "" // unknown: the next look at the object must check it
+	return base, true
+}
+
+// ownedOrAtomic reports whether p, or a map above it, is in the set: an
+// atomic map (a LabelSelector) is owned as a whole, its keys are not listed.
+func ownedOrAtomic(owned *fieldpath.Set, p fieldpath.Path) bool {
+	for i := len(p); i > 0; i-- {
+		if owned.Has(p[:i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// declaredLeaves returns the paths of the scalar values under maps of an
+// object: what an apply of it owns, lists aside. Identity fields and status
+// are not owned through an apply of the main resource.
+func declaredLeaves(obj map[string]any) []fieldpath.Path {
+	var out []fieldpath.Path
+	var walk func(prefix []any, m map[string]any)
+	walk = func(prefix []any, m map[string]any) {
+		for k, v := range m {
+			path := append(append([]any(nil), prefix...), k)
+			switch v := v.(type) {
+			case map[string]any:
+				walk(path, v)
+			case []any, nil:
+				// Lists need their keys from the schema; nulls own nothing.
+			default:
+				if p, err := fieldpath.MakePath(path...); err == nil {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	for k, v := range obj {
+		m, isMap := v.(map[string]any)
+		switch {
+		case k == "metadata" && isMap:
+			for _, sub := range []string{"labels", "annotations"} {
+				if mm, ok := m[sub].(map[string]any); ok {
+					walk([]any{"metadata", sub}, mm)
+				}
+			}
+		case k == "apiVersion" || k == "kind" || k == "status":
+		case isMap:
+			walk([]any{k}, m)
+		default:
+			if p, err := fieldpath.MakePath(k); err == nil && v != nil {
+				if _, isList := v.([]any); !isList {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // withoutLostIgnored drops from the object to apply the ignored fields that

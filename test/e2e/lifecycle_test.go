@@ -409,3 +409,25 @@ func TestObjectsThatLeftTheBundleWhileTheAgentWasDownArePruned(t *testing.T) {
 	})
 	waitBundle(t, ns, "web", "Ready with 1 object", func(b *manifests.Bundle) bool { return ready(b) && b.Status.Summary.Desired == 1 })
 }
+
+func TestDriftWhileTheAgentWasDownIsRepairedOnStart(t *testing.T) {
+	ns, first := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
+	waitBundle(t, ns, "web", "Ready", ready)
+	first.stop(t)
+
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+	kubectl(t, "patch", "-n", ns, "configmap/settings", "-p", `{"data":{"mode":"debug"}}`)
+	startAgent(t, ns)
+	ctx := context.Background()
+	waitFor(t, "replicas and data restored by the new agent", func() (bool, string) {
+		d, err := cp.Client().AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cm, _ := configMap(t, ns, "settings")
+		return *d.Spec.Replicas == 2 && cm.Data["mode"] == "production", fmt.Sprintf("replicas %d, mode %s", *d.Spec.Replicas, cm.Data["mode"])
+	})
+	waitEvent(t, ns, "web", "DriftCorrected", ".spec.replicas", "kubectl/scale")
+	waitEvent(t, ns, "web", "DriftCorrected", ".data.mode", "kubectl-patch")
+}
