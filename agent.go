@@ -59,7 +59,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics")
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
-	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers (applies in flight: twice as many)")
+	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers; each applies up to twice as many objects at once")
 	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics address")
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 10*time.Minute, "safety-net check of every owned object against the cache")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)

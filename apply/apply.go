@@ -29,7 +29,7 @@ import (
 type Options struct {
 	// FieldManager is the server-side apply field manager.
 	FieldManager string
-	// Concurrency bounds the applies in flight.
+	// Concurrency bounds the applies in flight for one batch.
 	Concurrency int
 }
 
@@ -76,6 +76,17 @@ func (a *Applier) ListMetadata(ctx context.Context, gvr schema.GroupVersionResou
 			return out, nil
 		}
 	}
+}
+
+// Concurrency returns how many applies of one batch may be in flight.
+func (a *Applier) Concurrency() int { return a.opts.Concurrency }
+
+// KindFor returns the kind of a resource, for messages.
+func (a *Applier) KindFor(gvr schema.GroupVersionResource) string {
+	if gvk, err := a.mapper.KindFor(gvr); err == nil {
+		return gvk.Kind
+	}
+	return gvr.Resource
 }
 
 // FieldManager returns the field manager the Applier applies as.

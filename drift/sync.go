@@ -217,7 +217,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 	known := c.listUnseen(ctx, s, todo)
 	results := make([]apply.Result, len(todo))
 	force := b.Spec.Drift.ForceEnabled()
-	sem := make(chan struct{}, c.applierConcurrency())
+	sem := make(chan struct{}, c.applier.Concurrency())
 	var wg sync.WaitGroup
 	for i, d := range todo {
 		wg.Add(1)
@@ -230,8 +230,6 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 	wg.Wait()
 	return results
 }
-
-func (c *Controller) applierConcurrency() int { return max(c.opts.Workers*2, 8) }
 
 // listThreshold is how many unseen objects of one resource type in one
 // namespace make a metadata LIST cheaper than a GET each.
@@ -430,7 +428,7 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 			if !s.set.Owns(obj.Labels) || desiredKeys[k] || obj.DeletionTimestamp != nil {
 				continue
 			}
-			ref := manifests.ObjectRef{Group: gvr.Group, Kind: gvr.Resource, Namespace: obj.Namespace, Name: obj.Name}
+			ref := manifests.ObjectRef{Group: gvr.Group, Kind: c.applier.KindFor(gvr), Namespace: obj.Namespace, Name: obj.Name}
 			if err := c.applier.Delete(ctx, gvr, ref); err != nil {
 				errs = append(errs, err)
 			}
