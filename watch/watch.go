@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -192,31 +193,36 @@ func (m *Manager) Wait() {
 
 // Trim keeps in the cache only what drift detection and status need: the
 // identity, labels, owner references, deletion state, managedFields and
-// driftwatch's own annotations. Other annotations go (a
-// last-applied-configuration annotation alone can be larger than everything
-// else together).
+// driftwatch's own annotations. It works in place (the informer hands it a
+// freshly decoded object that nobody else holds), so it allocates nothing
+// per object, and it interns the strings that every managedFields entry
+// repeats (manager, API version, operation, fields type). Other annotations
+// go: a last-applied-configuration annotation alone can be larger than
+// everything else together.
 func Trim(obj any) (any, error) {
 	o, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
 	}
-	var ann map[string]string
-	for k, v := range o.Annotations {
-		if strings.HasPrefix(k, KeepAnnotationPrefix) {
-			if ann == nil {
-				ann = map[string]string{}
-			}
-			ann[k] = v
+	for k := range o.Annotations {
+		if !strings.HasPrefix(k, KeepAnnotationPrefix) {
+			delete(o.Annotations, k)
 		}
 	}
-	return &metav1.PartialObjectMetadata{
-		TypeMeta: o.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{
-			Name: o.Name, Namespace: o.Namespace, UID: o.UID,
-			ResourceVersion: o.ResourceVersion, Generation: o.Generation,
-			DeletionTimestamp: o.DeletionTimestamp, Labels: o.Labels,
-			OwnerReferences: o.OwnerReferences, ManagedFields: o.ManagedFields,
-			Annotations: ann,
-		},
-	}, nil
+	if len(o.Annotations) == 0 {
+		o.Annotations = nil
+	}
+	o.Finalizers = nil
+	o.GenerateName = ""
+	o.CreationTimestamp = metav1.Time{}
+	o.DeletionGracePeriodSeconds = nil
+	for i := range o.ManagedFields {
+		e := &o.ManagedFields[i]
+		e.Manager = unique.Make(e.Manager).Value()
+		e.APIVersion = unique.Make(e.APIVersion).Value()
+		e.FieldsType = unique.Make(e.FieldsType).Value()
+		e.Subresource = unique.Make(e.Subresource).Value()
+		e.Time = nil // when a manager last wrote is not used
+	}
+	return o, nil
 }

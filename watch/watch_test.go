@@ -36,8 +36,8 @@ func TestTrimKeepsWhatDriftNeeds(t *testing.T) {
 	if len(o.Annotations) != 1 || o.Annotations["driftwatch.io/applied-hash"] != "abc" {
 		t.Errorf("annotations = %v, want only driftwatch's", o.Annotations)
 	}
-	if len(o.Finalizers) != 0 {
-		t.Errorf("finalizers kept: %v", o.Finalizers)
+	if len(o.Finalizers) != 0 || !o.CreationTimestamp.IsZero() {
+		t.Errorf("finalizers or creation time kept: %v %v", o.Finalizers, o.CreationTimestamp)
 	}
 	if _, err := Trim("not an object"); err != nil {
 		t.Errorf("Trim of another type: %v", err)
