@@ -196,7 +196,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	s.inFlight[key.Ref] = true
 	c.mu.Unlock()
 
-	if len(info.finding.Foreign) > 0 && force && apply.SupportsStrategicMerge(schema.FromAPIVersionAndKind(d.APIVersion, d.Ref.Kind)) {
+	if len(info.finding.Foreign) > 0 && force {
 		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {
 			c.mu.Lock()
 			delete(s.inFlight, key.Ref)

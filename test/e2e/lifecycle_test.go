@@ -14,7 +14,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
@@ -430,4 +432,70 @@ func TestDriftWhileTheAgentWasDownIsRepairedOnStart(t *testing.T) {
 	})
 	waitEvent(t, ns, "web", "DriftCorrected", ".spec.replicas", "kubectl/scale")
 	waitEvent(t, ns, "web", "DriftCorrected", ".data.mode", "kubectl-patch")
+}
+
+func TestChangedListKeyInACustomResourceIsRepaired(t *testing.T) {
+	ns, _ := setup(t)
+	group := strings.ReplaceAll(ns, "-", "") + ".example.com"
+	spec := `
+defaultNamespace: ` + ns + `
+resources:
+- name: crd.yaml
+  content: |
+    apiVersion: apiextensions.k8s.io/v1
+    kind: CustomResourceDefinition
+    metadata: {name: gateways.` + group + `}
+    spec:
+      group: ` + group + `
+      names: {kind: Gateway, plural: gateways, singular: gateway, listKind: GatewayList}
+      scope: Namespaced
+      versions:
+      - name: v1
+        served: true
+        storage: true
+        schema:
+          openAPIV3Schema:
+            type: object
+            properties:
+              spec:
+                type: object
+                properties:
+                  listeners:
+                    type: array
+                    x-kubernetes-list-type: map
+                    x-kubernetes-list-map-keys: [port]
+                    items:
+                      type: object
+                      required: [port]
+                      properties:
+                        port: {type: integer}
+                        name: {type: string}
+    ---
+    apiVersion: ` + group + `/v1
+    kind: Gateway
+    metadata: {name: gw}
+    spec:
+      listeners:
+      - {port: 443, name: https}
+`
+	createBundle(t, ns, "gw", spec)
+	waitBundle(t, ns, "gw", "Ready", ready)
+	t.Cleanup(func() {
+		_ = dyn.Resource(crdGVR).Delete(context.Background(), "gateways."+group, metav1.DeleteOptions{}) // cluster-scoped
+	})
+	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: "gateways"}
+	_, err := dyn.Resource(gvr).Namespace(ns).Patch(context.Background(), "gw", types.JSONPatchType,
+		[]byte(`[{"op":"replace","path":"/spec/listeners/0/port","value":444}]`), metav1.PatchOptions{FieldManager: "kubectl-edit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "exactly the listener on 443 again", func() (bool, string) {
+		gw, err := dyn.Resource(gvr).Namespace(ns).Get(context.Background(), "gw", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		ls, _, _ := unstructured.NestedSlice(gw.Object, "spec", "listeners")
+		return len(ls) == 1 && fmt.Sprint(ls[0].(map[string]any)["port"]) == "443", fmt.Sprint(ls)
+	})
+	waitEvent(t, ns, "gw", "DriftCorrected", ".spec.listeners[port=443]")
 }
