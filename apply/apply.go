@@ -349,6 +349,27 @@ func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
 	return set, nil
 }
 
+// FieldsByOwner splits obj's managedFields into what manager owns by
+// Apply on the main resource and what all other entries hold.
+func FieldsByOwner(obj metav1.Object, manager string) (ours, others *fieldpath.Set, err error) {
+	ours, others = &fieldpath.Set{}, &fieldpath.Set{}
+	for _, e := range obj.GetManagedFields() {
+		if e.FieldsV1 == nil {
+			continue
+		}
+		s := &fieldpath.Set{}
+		if err := s.FromJSON(e.FieldsV1.GetRawReader()); err != nil {
+			return nil, nil, fmt.Errorf("managedFields of %s: %w", e.Manager, err)
+		}
+		if e.Manager == manager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
+			ours = ours.Union(s)
+		} else {
+			others = others.Union(s)
+		}
+	}
+	return ours, others, nil
+}
+
 // OwnedFieldsJSON is OwnedFields serialised as fieldsV1 JSON; with a
 // single entry (the usual case) its string is returned as it is.
 func OwnedFieldsJSON(obj metav1.Object, manager string) (string, error) {

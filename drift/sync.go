@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -663,11 +662,9 @@ func declaredLeaves(obj map[string]any) []fieldpath.Path {
 }
 
 // withoutLostIgnored drops from the object to apply the ignored fields that
-// another manager has taken, so that the apply leaves them to that manager
-// instead of taking them back. Ignored fields that we still own are sent as
-// declared: omitting them would make the server remove them. Only plain
-// dotted paths (".spec.replicas") can be dropped; a path into a list item
-// is reported as ignored but still applied.
+// another manager holds and we do not, so that the apply leaves them to that
+// manager instead of taking them back. Ignored fields that we still own are
+// sent as declared: omitting them would make the server remove them.
 func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.Desired {
 	if len(ignore) == 0 {
 		return d
@@ -676,33 +673,26 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 	if !ok {
 		return d
 	}
-	owned, err := apply.OwnedFields(cached, c.applier.FieldManager())
+	owned, others, err := apply.FieldsByOwner(cached, c.applier.FieldManager())
 	if err != nil {
 		return d
 	}
-	var obj *unstructured.Unstructured
-	for _, p := range ignore {
-		segs := strings.Split(strings.TrimPrefix(p, "."), ".")
-		if strings.ContainsAny(p, "[]") || len(segs) == 0 {
-			continue
+	// Matched as Detect matches: by the path's string form.
+	var drop []fieldpath.Path
+	others.Difference(owned).Iterate(func(p fieldpath.Path) {
+		if ignored(p.String(), ignore) {
+			drop = append(drop, p.Copy())
 		}
-		path := make([]any, len(segs))
-		for i, s := range segs {
-			path[i] = s
-		}
-		fp, err := fieldpath.MakePath(path...)
-		if err != nil || owned.Has(fp) {
-			continue
-		}
-		if obj == nil {
-			if obj, err = d.Object(); err != nil {
-				return d
-			}
-		}
-		unstructured.RemoveNestedField(obj.Object, segs...)
-	}
-	if obj == nil {
+	})
+	if len(drop) == 0 {
 		return d
+	}
+	obj, err := d.Object()
+	if err != nil {
+		return d
+	}
+	for _, p := range drop {
+		removePath(obj.Object, p)
 	}
 	if out, err := d.WithObject(obj); err == nil {
 		return out
