@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -43,6 +44,10 @@ type Applier struct {
 	metadata metadata.Interface
 	mapper   meta.ResettableRESTMapper
 	opts     Options
+	// mappings caches the mapper's answers per GVK: the discovery mapper
+	// allocates (NoMatch errors included) on every call, and a sync of
+	// thousands of objects of a few kinds asked it once per object.
+	mappings sync.Map // schema.GroupVersionKind → *meta.RESTMapping
 }
 
 // New returns an Applier writing through client, listing metadata through
@@ -185,7 +190,7 @@ type Result struct {
 // defaultNS fills in a namespace that the object does not name.
 func (a *Applier) Resolve(obj *unstructured.Unstructured, defaultNS, targetNS string) (schema.GroupVersionResource, error) {
 	gvk := obj.GroupVersionKind()
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	m, err := a.mapping(gvk)
 	if err != nil {
 		if meta.IsNoMatchError(err) {
 			return schema.GroupVersionResource{}, fmt.Errorf("unknown kind %s: no such resource in the target cluster", gvk)
@@ -246,7 +251,22 @@ func (a *Applier) ResourceFor(gk schema.GroupKind) (schema.GroupVersionResource,
 }
 
 // ResetMapping forgets the cached REST mapping, after CRDs changed.
-func (a *Applier) ResetMapping() { a.mapper.Reset() }
+func (a *Applier) ResetMapping() {
+	a.mapper.Reset()
+	a.mappings.Clear()
+}
+
+func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	if m, ok := a.mappings.Load(gvk); ok {
+		return m.(*meta.RESTMapping), nil
+	}
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, err // misses are not cached: the kind may appear
+	}
+	a.mappings.Store(gvk, m)
+	return m, nil
+}
 
 // Apply server-side applies one object. With force, fields that another
 // manager holds are taken back; without, such a field is a conflict error.
@@ -256,6 +276,12 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	obj, err := res.Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force})
 	r := Result{Desired: d, Duration: time.Since(start)}
 	if err != nil {
+		if apierrors.IsNotFound(err) {
+			// An apply creates what is missing, so a 404 means the
+			// resource type (or the namespace) is gone: map it anew.
+			a.mappings.Delete(schema.FromAPIVersionAndKind(d.APIVersion, d.Ref.Kind))
+			a.mapper.Reset()
+		}
 		r.Action, r.Err = Failed, fmt.Errorf("%s apply failed: %w", d.Ref, err)
 		return r
 	}
