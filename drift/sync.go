@@ -68,6 +68,8 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 			rest = append(rest, o)
 		}
 	}
+	declared := len(objs) + len(decodeErrs)
+	objs = nil // first and rest hold the objects; applyStage drops each once it is converted
 	plan := &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, seen: map[manifests.ObjectRef]string{}}
 	results := c.applyStage(ctx, s, b, first, plan)
 	var crds []string
@@ -106,7 +108,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		delete(s.drifted, d.Ref)
 	}
 	s.desired = plan.desired
-	s.declared = len(objs) + len(decodeErrs)
+	s.declared = declared
 	s.decodeFailures = len(decodeErrs)
 	s.problems = plan.problems
 	for ref := range s.drifted {
@@ -181,8 +183,11 @@ type plan struct {
 // bounded concurrency, skipping those whose applied state is current.
 func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifests.Bundle, objs []manifests.Object, p *plan) []apply.Result {
 	var todo []apply.Desired
-	for _, o := range objs {
-		obj := o.Object.DeepCopy()
+	for i, o := range objs {
+		// The decoded object is this sync's own: no copy. It is dropped
+		// once converted, so a large Bundle's maps do not all live at once.
+		obj := o.Object
+		objs[i].Object = nil
 		ref := manifests.RefOf(obj)
 		gvr, err := c.applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
 		ref.Namespace = obj.GetNamespace()
