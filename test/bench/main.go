@@ -42,6 +42,7 @@ func main() {
 	edits := flag.Int("edits", 100, "out-of-band edits to time")
 	agentBin := flag.String("agent", "bin/driftwatch", "the driftwatch binary")
 	flag.StringVar(&heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
+	flag.DurationVar(&idle, "idle", 0, "after the edits, leave the agent idle this long and measure its memory again (steady state)")
 	flag.StringVar(&agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
 	flag.Parse()
 	if err := run(*objects, *perBundle, *edits, *agentBin); err != nil {
@@ -181,6 +182,13 @@ func run(objects, perBundle, edits int, agentBin string) error {
 	}
 	fmt.Printf("memory after the edits: RSS %.1f MiB, heap %.1f MiB, agent CPU %.1f s in all\n",
 		agentRSS(agent.Process.Pid)/(1<<20), scrapeValue(port, "go_memstats_heap_alloc_bytes")/(1<<20), agentCPU(agent.Process.Pid))
+	if idle > 0 {
+		// A measurement window, not a synchronisation: the runtime gives
+		// memory back to the OS gradually after the peaks of full syncs.
+		<-time.After(idle)
+		fmt.Printf("memory after %s idle: RSS %.1f MiB, heap %.1f MiB, agent CPU %.1f s in all\n", idle,
+			agentRSS(agent.Process.Pid)/(1<<20), scrapeValue(port, "go_memstats_heap_alloc_bytes")/(1<<20), agentCPU(agent.Process.Pid))
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	q := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
 	fmt.Printf("edit → reverted (%d edits, from the edit's response to our watch seeing the value back): p50 %s, p90 %s, p99 %s, max %s\n",
@@ -192,6 +200,7 @@ var (
 	schemaCRD   = manifestsCRDGVR()
 	heapProfile string
 	agentEnv    string
+	idle        time.Duration
 )
 
 func fetch(url, path string) error {
