@@ -123,8 +123,10 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 			c.recordApplyError(s, r)
 		case r.Applied != nil:
 			s.applied[r.Desired.Ref] = r.Applied
-			delete(s.drifted, r.Desired.Ref)
 			if r.Action != apply.Unchanged {
+				// Written: whatever had drifted holds our values again. An
+				// unchanged object keeps its drift (Detect mode, paused).
+				delete(s.drifted, r.Desired.Ref)
 				wrote = true
 			}
 		}

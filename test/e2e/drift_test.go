@@ -193,6 +193,22 @@ func TestDetectModeReportsWithoutWriting(t *testing.T) {
 	if *d.Spec.Replicas != 5 {
 		t.Errorf("Detect mode changed replicas back to %d", *d.Spec.Replicas)
 	}
+
+	// A re-sync (new generation, same objects) must neither write nor
+	// forget the drift it reports. The ConfigMap has no status that would
+	// bring another event and re-detect a forgotten drift.
+	kubectl(t, "patch", "-n", ns, "configmap/settings", "-p", `{"data":{"mode":"debug"}}`)
+	waitBundle(t, ns, "web", "two drifted objects", func(b *manifests.Bundle) bool { return b.Status.Summary.Drifted == 2 })
+	updateBundleSpec(t, ns, "web", webBundle("defaultNamespace: "+ns+"\ndrift: {mode: Detect}\npaused: false"))
+	b = waitBundle(t, ns, "web", "the new generation observed", func(b *manifests.Bundle) bool {
+		return b.Status.ObservedGeneration == b.Generation && b.Generation > 1
+	})
+	if !isTrue(b, manifests.ConditionDrifted) || b.Status.Summary.Drifted != 2 {
+		t.Errorf("after a re-sync in Detect mode: Drifted %v, drifted %d; want true, 2", isTrue(b, manifests.ConditionDrifted), b.Status.Summary.Drifted)
+	}
+	if cm, _ := configMap(t, ns, "settings"); cm.Data["mode"] != "debug" {
+		t.Errorf("the re-sync in Detect mode wrote the ConfigMap: %v", cm.Data)
+	}
 }
 
 func TestIgnoreRuleIsRespected(t *testing.T) {
