@@ -193,7 +193,9 @@ func (s *bundleState) status(prev manifests.BundleStatus, now time.Time) manifes
 	} else {
 		set(manifests.ConditionStalled, false, "Progressing", "")
 	}
-	synced := meta.IsStatusConditionTrue(st.Conditions, manifests.ConditionSynced)
+	// A paused Bundle is not synced, but what it applied may well be ready.
+	synced := meta.IsStatusConditionTrue(st.Conditions, manifests.ConditionSynced) ||
+		(s.spec.Paused && len(errs) == 0 && len(s.applied) > 0)
 	if synced && sum.Drifted+sum.Missing == 0 && sum.NotReady == 0 {
 		set(manifests.ConditionReady, true, "Ready", fmt.Sprintf("%d/%d objects applied and in sync", sum.Ready, sum.Desired))
 	} else {

@@ -51,6 +51,12 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	if isNew {
 		c.watchPreviousKinds(ctx, s)
 	}
+	if b.Spec.Paused {
+		// Paused: nothing is applied, corrected or pruned; what was applied
+		// stays watched and its drift reported.
+		c.statuses.Add(key)
+		return nil
+	}
 
 	objs, decodeErrs := manifests.Decode(b.Spec.Resources)
 	bundleErrs := make([]string, 0, len(decodeErrs))

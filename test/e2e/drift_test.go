@@ -315,3 +315,34 @@ drift:
 		}
 	}
 }
+
+func TestPausedBundlesApplyNothingAndReportDrift(t *testing.T) {
+	ns, _ := setup(t)
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns+"\npaused: true"))
+	waitBundle(t, ns, "web", "Synced=False, reason Paused", func(b *manifests.Bundle) bool {
+		for _, c := range b.Status.Conditions {
+			if c.Type == manifests.ConditionSynced && c.Status == metav1.ConditionFalse && c.Reason == "Paused" {
+				return true
+			}
+		}
+		return false
+	})
+	if _, ok := configMap(t, ns, "settings"); ok {
+		t.Fatal("a paused bundle applied its objects")
+	}
+	if b := getBundle(t, ns, "web"); isTrue(b, manifests.ConditionReady) {
+		t.Error("a paused bundle that never applied anything is Ready")
+	}
+	updateBundleSpec(t, ns, "web", webBundle("defaultNamespace: "+ns))
+	waitBundle(t, ns, "web", "Ready once unpaused", ready)
+
+	updateBundleSpec(t, ns, "web", webBundle("defaultNamespace: "+ns+"\npaused: true"))
+	waitBundle(t, ns, "web", "paused again", func(b *manifests.Bundle) bool { return b.Status.ObservedGeneration == b.Generation })
+	kubectl(t, "patch", "-n", ns, "configmap/settings", "-p", `{"data":{"mode":"debug"}}`)
+	b := waitBundle(t, ns, "web", "the drift reported", func(b *manifests.Bundle) bool {
+		return isTrue(b, manifests.ConditionDrifted) && b.Status.Summary.Drifted == 1
+	})
+	if cm, _ := configMap(t, ns, "settings"); cm.Data["mode"] != "debug" || b.Status.DriftCorrections != 0 {
+		t.Errorf("a paused bundle corrected drift: data %v, corrections %d", cm.Data, b.Status.DriftCorrections)
+	}
+}
