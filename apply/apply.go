@@ -118,8 +118,11 @@ type Desired struct {
 	Ref        manifests.ObjectRef
 	GVR        schema.GroupVersionResource
 	APIVersion string
-	// JSON is the apply request body.
+	// JSON is the apply request body. Long-lived copies drop it (see
+	// Locator) to keep memory per owned object small.
 	JSON []byte
+	// Locator finds the object in its Bundle again.
+	Locator manifests.Locator
 	// Hash identifies the desired content; equal hashes need no write.
 	Hash string
 	// Source is where the object was declared ("file.yaml#2").

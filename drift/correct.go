@@ -2,6 +2,7 @@ package drift
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -195,6 +196,18 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	ignore := s.ignoreFor(key.Ref)
 	s.inFlight[key.Ref] = true
 	c.mu.Unlock()
+
+	d, err := c.render(s, d)
+	if err != nil {
+		c.mu.Lock()
+		delete(s.inFlight, key.Ref)
+		c.mu.Unlock()
+		if errors.Is(err, errBundleChanged) {
+			c.queue.Add(key.Bundle) // the sync applies what the Bundle says now
+			return nil
+		}
+		return err
+	}
 
 	if len(info.finding.Foreign) > 0 && force {
 		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {

@@ -113,6 +113,12 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		delete(s.byKey, keyOf(d))
 		delete(s.drifted, d.Ref)
 	}
+	// The state keeps no request bodies: a correction renders its one
+	// object again from the cached Bundle (render).
+	for ref, d := range plan.desired {
+		d.JSON = nil
+		plan.desired[ref] = d
+	}
 	s.desired = plan.desired
 	s.declared = declared
 	s.decodeFailures = len(decodeErrs)
@@ -215,6 +221,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 			p.problems[ref] = problem{state: manifests.StateFailed, message: fmt.Sprintf("%s: %v", o.Source, err)}
 			continue
 		}
+		d.Locator = o.Locator
 		p.desired[ref] = d
 		c.mu.Lock()
 		s.byKey[keyOf(d)] = ref
@@ -576,6 +583,41 @@ func (c *Controller) forget(key types.NamespacedName) {
 	c.mu.Unlock()
 	c.metrics.ForgetBundle(key.Namespace, key.Name)
 	c.stopUnusedWatches()
+}
+
+// errBundleChanged says that a Bundle in the cache no longer declares what
+// the state recorded: its next sync takes over.
+var errBundleChanged = errors.New("the bundle changed since its last sync")
+
+// render rebuilds the request body of a desired object from the cached
+// Bundle, exactly as the sync built it (decode, resolve, stamp), and checks
+// that it is the same content.
+func (c *Controller) render(s *bundleState, d apply.Desired) (apply.Desired, error) {
+	if d.JSON != nil {
+		return d, nil
+	}
+	u, b, err := c.bundleFromCache(s.key)
+	if err != nil || u == nil {
+		return d, fmt.Errorf("bundle %s: %w", s.key, errBundleChanged)
+	}
+	obj, err := manifests.DecodeAt(b.Spec.Resources, d.Locator)
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", d.Ref, errBundleChanged)
+	}
+	gvr, err := c.applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
+	if err != nil {
+		return d, err
+	}
+	s.set.Stamp(obj)
+	nd, err := apply.NewDesired(obj, gvr, d.Source)
+	if err != nil {
+		return d, err
+	}
+	if nd.Hash != d.Hash || nd.Ref != d.Ref {
+		return d, fmt.Errorf("%s: %w", d.Ref, errBundleChanged)
+	}
+	nd.Locator = d.Locator
+	return nd, nil
 }
 
 // rebaseline records the applied state of an object that a previous agent

@@ -24,6 +24,51 @@ type Object struct {
 	// Source is "file.yaml#3": the resource's name and the document's
 	// 1-based index.
 	Source string
+	// Locator finds the object again with DecodeAt.
+	Locator Locator
+}
+
+// Locator is where an object is declared: the index of its resource, the
+// 1-based number of its document, and its index in a List (-1 if none).
+type Locator struct {
+	Resource, Doc, Item int
+}
+
+// DecodeAt decodes the one object at loc, as Decode would, without
+// decoding the documents after it: a correction needs one object of a
+// Bundle, not all of them.
+func DecodeAt(resources []Resource, loc Locator) (*unstructured.Unstructured, error) {
+	if loc.Resource < 0 || loc.Resource >= len(resources) {
+		return nil, fmt.Errorf("no resource %d", loc.Resource)
+	}
+	r := resources[loc.Resource]
+	raw, err := decodeContent(r)
+	if err != nil {
+		return nil, &DecodeError{Source: r.Name, Err: err}
+	}
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for doc := 1; doc <= loc.Doc; doc++ {
+		chunk, err := reader.Read()
+		if err != nil {
+			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", r.Name, doc), Err: fmt.Errorf("document not found: %w", err)}
+		}
+		if doc < loc.Doc {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := utilyaml.Unmarshal(chunk, &u.Object); err != nil {
+			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", r.Name, doc), Err: fmt.Errorf("invalid YAML: %w", err)}
+		}
+		if loc.Item < 0 {
+			return u, nil
+		}
+		list, err := u.ToList()
+		if err != nil || loc.Item >= len(list.Items) {
+			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d[%d]", r.Name, doc, loc.Item), Err: fmt.Errorf("list item not found")}
+		}
+		return &list.Items[loc.Item], nil
+	}
+	return nil, &DecodeError{Source: r.Name, Err: fmt.Errorf("document %d not found", loc.Doc)}
 }
 
 // DecodeError says which file and document could not be decoded, and why.
@@ -47,7 +92,7 @@ func Decode(resources []Resource) ([]Object, []error) {
 	var objs []Object
 	var errs []error
 	total := 0
-	for _, r := range resources {
+	for ri, r := range resources {
 		raw, err := decodeContent(r)
 		if err != nil {
 			errs = append(errs, &DecodeError{Source: r.Name, Err: err})
@@ -59,7 +104,7 @@ func Decode(resources []Resource) ([]Object, []error) {
 				Err: fmt.Errorf("the bundle's resources exceed %d bytes decoded", MaxDecodedBytes)})
 			break
 		}
-		o, e := decodeDocuments(r.Name, raw)
+		o, e := decodeDocuments(ri, r.Name, raw)
 		objs = append(objs, o...)
 		errs = append(errs, e...)
 	}
@@ -95,7 +140,7 @@ func decodeContent(r Resource) ([]byte, error) {
 	}
 }
 
-func decodeDocuments(name string, raw []byte) ([]Object, []error) {
+func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) {
 	var objs []Object
 	var errs []error
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
@@ -133,7 +178,7 @@ func decodeDocuments(name string, raw []byte) ([]Object, []error) {
 					errs = append(errs, &DecodeError{Source: src, Err: err})
 					continue
 				}
-				objs = append(objs, Object{Object: &item, Source: src})
+				objs = append(objs, Object{Object: &item, Source: src, Locator: Locator{resource, doc, i}})
 			}
 			continue
 		}
@@ -141,7 +186,7 @@ func decodeDocuments(name string, raw []byte) ([]Object, []error) {
 			errs = append(errs, &DecodeError{Source: source, Err: err})
 			continue
 		}
-		objs = append(objs, Object{Object: u, Source: source})
+		objs = append(objs, Object{Object: u, Source: source, Locator: Locator{resource, doc, -1}})
 	}
 	return objs, errs
 }

@@ -99,3 +99,26 @@ func TestObjectRefString(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeAtFindsWhatDecodeFound(t *testing.T) {
+	resources := []Resource{
+		{Name: "a.yaml", Content: "# c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: Secret, metadata: {name: c}}\n"},
+		{Name: "b.yaml", Encoding: EncodingBase64Gzip, Content: gz("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n")},
+	}
+	objs, errs := Decode(resources)
+	if len(errs) != 0 || len(objs) != 4 {
+		t.Fatalf("Decode: %d objects, errors %v", len(objs), errs)
+	}
+	for _, o := range objs {
+		got, err := DecodeAt(resources, o.Locator)
+		if err != nil {
+			t.Fatalf("%s: %v", o.Source, err)
+		}
+		if got.GetName() != o.Object.GetName() || got.GetKind() != o.Object.GetKind() {
+			t.Errorf("%s at %+v: got %s %s, want %s %s", o.Source, o.Locator, got.GetKind(), got.GetName(), o.Object.GetKind(), o.Object.GetName())
+		}
+	}
+	if _, err := DecodeAt(resources, Locator{Resource: 0, Doc: 99, Item: -1}); err == nil {
+		t.Error("a missing document was found")
+	}
+}
