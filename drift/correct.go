@@ -103,8 +103,12 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Findi
 		for _, m := range f.Managers {
 			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
 		}
-		c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
-			ref, strings.Join(f.Fields, ", "), f.ChangedBy())
+		if f.Managers[0] == ManagerDeleted {
+			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s was deleted", ref)
+		} else {
+			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
+				ref, strings.Join(f.Fields, ", "), f.ChangedBy())
+		}
 	}
 	c.statuses.Add(s.key)
 	if s.spec.Paused || s.spec.Drift.DetectOnly() {
@@ -242,8 +246,12 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		c.warn(key.Bundle, "ApplyFailed", "%v", res.Err)
 		return res.Err
 	}
-	c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
-		key.Ref, strings.Join(info.finding.Fields, ", "), info.finding.ChangedBy())
+	if info.finding.Managers[0] == ManagerDeleted {
+		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s re-created after it was deleted", key.Ref)
+	} else {
+		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
+			key.Ref, strings.Join(info.finding.Fields, ", "), info.finding.ChangedBy())
+	}
 	// An edit that landed while our apply was in flight was skipped by
 	// check; look at the cache once more so that it is not lost.
 	if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {

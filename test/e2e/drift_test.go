@@ -109,7 +109,7 @@ func TestDriftIsRevertedAndReported(t *testing.T) {
 			kubectl(t, "apply", "--server-side", "--force-conflicts", "--field-manager=intruder", "-f", "-", "-n", ns)
 		}, mode, "production", ".data.mode", "intruder"},
 		{"kubectl delete", func(t *testing.T) { kubectl(t, "delete", "-n", ns, "configmap/settings") },
-			mode, "production", ".", "deleted"},
+			mode, "production", "ConfigMap/" + ns + "/settings", "deleted"},
 	}
 	for i, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
