@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -29,6 +30,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
@@ -47,6 +50,8 @@ type agentFlags struct {
 	concurrency                  int
 	resyncPeriod                 time.Duration
 	profiling                    bool
+	leaderElect                  bool
+	leaseDuration                time.Duration
 }
 
 func runAgent(args []string, stderr io.Writer) int {
@@ -61,6 +66,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers; each applies up to twice as many objects at once")
 	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics address")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "run only while holding the Lease driftwatch-leader in --namespace of the target cluster (for more than one replica)")
+	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 10*time.Minute, "safety-net check of every owned object against the cache")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -169,7 +176,11 @@ func agent(ctx context.Context, f agentFlags) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- ctrl.Run(runCtx) }()
+	if f.leaderElect {
+		go func() { done <- runElected(runCtx, target, f, ctrl.Run) }()
+	} else {
+		go func() { done <- ctrl.Run(runCtx) }()
+	}
 	logger.Info("driftwatch agent started", "namespace", f.namespace, "fieldManager", f.fieldManager,
 		"metrics", f.metricsAddr, "health", f.healthAddr)
 
@@ -227,6 +238,60 @@ func ensureNamespace(ctx context.Context, client dynamic.Interface, name, manage
 		Apply(ctx, name, ns, metav1.ApplyOptions{FieldManager: manager})
 	if err != nil {
 		return fmt.Errorf("namespace %s in the target cluster: %w", name, err)
+	}
+	return nil
+}
+
+// runElected runs run only while this process holds the leader Lease. When
+// the Lease is lost, run's context ends and runElected returns an error, so
+// that the process exits and its restart joins the election anew (the
+// controller's state is not meant to survive a lost leadership). On a
+// normal shutdown the Lease is released, so a standby takes over at once.
+func runElected(ctx context.Context, cfg *rest.Config, f agentFlags, run func(context.Context) error) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	id := host + "_" + string(uuid.NewUUID())
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, f.namespace, "driftwatch-leader",
+		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
+	if err != nil {
+		return err
+	}
+	started := make(chan struct{})
+	runDone := make(chan error, 1)
+	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   f.leaseDuration,
+		RenewDeadline:   f.leaseDuration * 2 / 3,
+		RetryPeriod:     max(f.leaseDuration/7, 200*time.Millisecond),
+		ReleaseOnCancel: true,
+		Name:            "driftwatch",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				close(started)
+				klog.FromContext(ctx).Info("Leading", "identity", id)
+				runDone <- run(ctx)
+			},
+			OnStoppedLeading: func() {},
+		},
+	})
+	select {
+	case <-started:
+	default:
+		return nil // never led: ctx ended while standing by
+	}
+	// RunOrDie cancels the leader's context on its way out; wait for the
+	// controller to stop before saying why.
+	if err := <-runDone; err != nil {
+		return err
+	}
+	if ctx.Err() == nil {
+		return fmt.Errorf("leader election lost by %s", id)
 	}
 	return nil
 }

@@ -85,3 +85,22 @@ func indent(s string) string {
 	}
 	return b.String()
 }
+
+func TestLeaderElection(t *testing.T) {
+	ns, first := setup(t, "--leader-elect", "--leader-elect-lease-duration=3s")
+	second := startAgent(t, ns, "--leader-elect", "--leader-elect-lease-duration=3s")
+	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
+	waitBundle(t, ns, "web", "Ready", ready)
+
+	leader, standby := first, second
+	if !leader.ready(t) {
+		leader, standby = second, first
+	}
+	if !leader.ready(t) || standby.ready(t) {
+		t.Fatalf("want exactly one ready agent: first %v, second %v", first.ready(t), second.ready(t))
+	}
+	leader.stop(t) // releases the Lease
+	waitFor(t, "the standby to take over", func() (bool, string) { return standby.ready(t), "standby not ready" })
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+	waitEvent(t, ns, "web", "DriftCorrected", ".spec.replicas", "kubectl/scale")
+}

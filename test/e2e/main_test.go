@@ -90,7 +90,19 @@ type agent struct {
 	cmd     *exec.Cmd
 	log     string
 	metrics string // base URL of the metrics server
+	health  string // base URL of the health server
 	done    chan struct{}
+}
+
+// ready reports whether the agent's /readyz answers 200: its workers run.
+func (a *agent) ready(t *testing.T) bool {
+	t.Helper()
+	resp, err := http.Get(a.health + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 func startAgent(t *testing.T, namespace string, extraArgs ...string) *agent {
@@ -113,7 +125,8 @@ func startAgent(t *testing.T, namespace string, extraArgs ...string) *agent {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{cmd: cmd, log: logPath, metrics: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), done: make(chan struct{})}
+	a := &agent{cmd: cmd, log: logPath, metrics: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		health: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait() // the exit status is read through a.done
 		logFile.Close()
