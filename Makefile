@@ -31,6 +31,7 @@ $(STATICCHECK):
 	mv $(dir $@)staticcheck $@
 
 vet:
+	@unformatted=$$(gofmt -l . tools); if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	go vet ./...
 	cd tools && go vet ./... && cd etcd && go vet ./...
 
