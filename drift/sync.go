@@ -432,14 +432,15 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 	for _, d := range p.desired {
 		desiredKeys[keyOf(d)] = true
 	}
-	for ref := range p.problems {
-		// Objects that failed this time are not strays.
-		for k, r := range s.byKey {
-			if r == ref {
-				desiredKeys[k] = true
-			}
+	// Objects that failed this time are not strays: one pass over the
+	// index, not one per failed object.
+	c.mu.Lock()
+	for k, r := range s.byKey {
+		if _, failed := p.problems[r]; failed {
+			desiredKeys[k] = true
 		}
 	}
+	c.mu.Unlock()
 	var errs []error
 	for _, gvr := range c.watches.Running() {
 		for _, obj := range c.watches.List(gvr) {
