@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -141,7 +142,19 @@ func NewDesired(obj *unstructured.Unstructured, gvr schema.GroupVersionResource,
 	if err != nil {
 		return Desired{}, err
 	}
-	return Desired{Ref: manifests.RefOf(obj), GVR: gvr, APIVersion: obj.GetAPIVersion(), JSON: body, Hash: hash, Source: source}, nil
+	// Kept per owned object for as long as it is owned: the strings that
+	// every object of a kind and namespace repeats are stored once.
+	ref := manifests.RefOf(obj)
+	ref.Group, ref.Kind, ref.Namespace = intern(ref.Group), intern(ref.Kind), intern(ref.Namespace)
+	gvr = schema.GroupVersionResource{Group: intern(gvr.Group), Version: intern(gvr.Version), Resource: intern(gvr.Resource)}
+	return Desired{Ref: ref, GVR: gvr, APIVersion: intern(obj.GetAPIVersion()), JSON: body, Hash: hash, Source: source}, nil
+}
+
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }
 
 // Object decodes the object to apply.
@@ -167,7 +180,6 @@ func (d Desired) WithObject(obj *unstructured.Unstructured) (Desired, error) {
 // returned after our last apply.
 type Applied struct {
 	GVR             schema.GroupVersionResource
-	UID             string
 	ResourceVersion string
 	// Fields is our field manager's Apply entry (fieldsV1 JSON): what we
 	// own. Kept serialised, parsed only when an event needs it; built with
@@ -288,7 +300,7 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 		r.Action, r.Err = Failed, fmt.Errorf("%s apply failed: %w", d.Ref, err)
 		return r
 	}
-	fields, err := OwnedFieldsJSON(obj, a.opts.FieldManager)
+	fields, err := OwnedFieldsJSON(obj.GetManagedFields(), a.opts.FieldManager)
 	if err != nil {
 		r.Action, r.Err = Failed, fmt.Errorf("%s: %w", d.Ref, err)
 		return r
@@ -297,7 +309,7 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	if obj.GetGeneration() <= 1 && obj.GetCreationTimestamp().After(start.Add(-time.Second)) {
 		r.Action = Created
 	}
-	r.Applied = &Applied{GVR: d.GVR, UID: string(obj.GetUID()), ResourceVersion: obj.GetResourceVersion(),
+	r.Applied = &Applied{GVR: d.GVR, ResourceVersion: obj.GetResourceVersion(),
 		Fields: fields, Hash: d.Hash}
 	return r
 }
@@ -363,9 +375,9 @@ func (a *Applier) WaitEstablished(ctx context.Context, names []string, timeout t
 
 // OwnedFields returns the fields that manager owns by Apply on the main
 // resource of obj, from its managedFields.
-func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
+func OwnedFields(managedFields []metav1.ManagedFieldsEntry, manager string) (*fieldpath.Set, error) {
 	set := &fieldpath.Set{}
-	for _, e := range obj.GetManagedFields() {
+	for _, e := range managedFields {
 		if e.Manager != manager || e.Operation != metav1.ManagedFieldsOperationApply || e.Subresource != "" || e.FieldsV1 == nil {
 			continue
 		}
@@ -380,9 +392,9 @@ func OwnedFields(obj metav1.Object, manager string) (*fieldpath.Set, error) {
 
 // FieldsByOwner splits obj's managedFields into what manager owns by
 // Apply on the main resource and what all other entries hold.
-func FieldsByOwner(obj metav1.Object, manager string) (ours, others *fieldpath.Set, err error) {
+func FieldsByOwner(managedFields []metav1.ManagedFieldsEntry, manager string) (ours, others *fieldpath.Set, err error) {
 	ours, others = &fieldpath.Set{}, &fieldpath.Set{}
-	for _, e := range obj.GetManagedFields() {
+	for _, e := range managedFields {
 		if e.FieldsV1 == nil {
 			continue
 		}
@@ -401,10 +413,10 @@ func FieldsByOwner(obj metav1.Object, manager string) (ours, others *fieldpath.S
 
 // OwnedFieldsJSON is OwnedFields serialised as fieldsV1 JSON; with a
 // single entry (the usual case) its string is returned as it is.
-func OwnedFieldsJSON(obj metav1.Object, manager string) (string, error) {
+func OwnedFieldsJSON(managedFields []metav1.ManagedFieldsEntry, manager string) (string, error) {
 	var raw string
 	n := 0
-	for _, e := range obj.GetManagedFields() {
+	for _, e := range managedFields {
 		if e.Manager == manager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" && e.FieldsV1 != nil {
 			raw = e.FieldsV1.GetRawString()
 			n++
@@ -413,7 +425,7 @@ func OwnedFieldsJSON(obj metav1.Object, manager string) (string, error) {
 	if n <= 1 {
 		return raw, nil
 	}
-	set, err := OwnedFields(obj, manager)
+	set, err := OwnedFields(managedFields, manager)
 	if err != nil {
 		return "", err
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -286,17 +285,17 @@ func (c *Controller) checkAll() {
 
 func (c *Controller) updateWatchedGauge() {
 	for _, gvr := range c.watches.Running() {
-		c.metrics.WatchedObjects.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource).Set(float64(len(c.watches.List(gvr))))
+		c.metrics.WatchedObjects.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource).Set(float64(c.watches.Count(gvr)))
 	}
 }
 
 // OnUpsert implements watch.Handler.
-func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *watch.Object) {
 	c.check(gvr, obj)
 }
 
 // OnDelete implements watch.Handler.
-func (c *Controller) OnDelete(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+func (c *Controller) OnDelete(gvr schema.GroupVersionResource, obj *watch.Object) {
 	c.onGone(gvr, obj.Namespace, obj.Name)
 }
 

@@ -9,13 +9,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
 )
 
 // lookup finds the Bundle state and reference of a cached object. The
@@ -41,12 +41,12 @@ func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name str
 
 // check compares a cached object with what we applied. It makes no API
 // call: the verdict comes from managedFields alone.
-func (c *Controller) check(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata) {
+func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels)
-	if !ok || s.inFlight[ref] || obj.DeletionTimestamp != nil {
+	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
+	if !ok || s.inFlight[ref] || obj.Deleting {
 		return
 	}
 	applied := s.applied[ref]
@@ -63,7 +63,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *metav1.PartialO
 		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
 		return
 	}
-	f, err := Detect(fields, obj.ManagedFields, c.applier.FieldManager(), s.ignoreFor(ref))
+	f, err := Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
 	if err != nil {
 		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
 )
 
 // syncBundle brings the target cluster in line with one Bundle.
@@ -312,7 +313,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	c.mu.Unlock()
 	cached, inCache := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
 
-	if prev == nil && inCache && s.set.Owns(cached.Labels) && cached.Annotations[apply.HashAnnotation] == d.Hash {
+	if prev == nil && inCache && s.set.Owns(cached.Labels()) && cached.Annotation(apply.HashAnnotation) == d.Hash {
 		// A restart: the object already holds this content; re-baseline
 		// from the cache instead of writing.
 		if base, lostWhileDown := c.rebaseline(d, cached); base != nil {
@@ -337,7 +338,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, b *manifests.
 	if prev == nil {
 		var existing metav1.Object
 		if inCache {
-			existing = cached
+			existing = cached.Meta()
 		} else if o, ok := known.lookup(d); ok {
 			if o != nil {
 				existing = o
@@ -445,7 +446,7 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 	for _, gvr := range c.watches.Running() {
 		for _, obj := range c.watches.List(gvr) {
 			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
-			if !s.set.Owns(obj.Labels) || desiredKeys[k] || obj.DeletionTimestamp != nil {
+			if !s.set.Owns(obj.Labels()) || desiredKeys[k] || obj.Deleting {
 				continue
 			}
 			ref := manifests.ObjectRef{Group: gvr.Group, Kind: c.applier.KindFor(gvr), Namespace: obj.Namespace, Name: obj.Name}
@@ -629,12 +630,12 @@ func (c *Controller) render(s *bundleState, d apply.Desired) (apply.Desired, err
 // the object must be checked. Lists are not descended: their keys need the
 // schema, so an item taken inside a list while the agent was down is only
 // seen with the object's next change.
-func (c *Controller) rebaseline(d apply.Desired, cached *metav1.PartialObjectMetadata) (*apply.Applied, bool) {
-	raw, err := apply.OwnedFieldsJSON(cached, c.applier.FieldManager())
+func (c *Controller) rebaseline(d apply.Desired, cached *watch.Object) (*apply.Applied, bool) {
+	raw, err := apply.OwnedFieldsJSON(cached.ManagedFields(), c.applier.FieldManager())
 	if err != nil || raw == "" {
 		return nil, false
 	}
-	base := &apply.Applied{GVR: d.GVR, UID: string(cached.UID), ResourceVersion: cached.ResourceVersion, Fields: raw, Hash: d.Hash}
+	base := &apply.Applied{GVR: d.GVR, ResourceVersion: cached.ResourceVersion, Fields: raw, Hash: d.Hash}
 	owned, err := base.FieldSet()
 	if err != nil {
 		return nil, false
@@ -729,7 +730,7 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 	if !ok {
 		return d
 	}
-	owned, others, err := apply.FieldsByOwner(cached, c.applier.FieldManager())
+	owned, others, err := apply.FieldsByOwner(cached.ManagedFields(), c.applier.FieldManager())
 	if err != nil {
 		return d
 	}

@@ -3,10 +3,8 @@ package watch
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
-	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -15,7 +13,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// KeepAnnotationPrefix marks the annotations that Trim keeps.
+// KeepAnnotationPrefix marks the annotations that the cache keeps.
 const KeepAnnotationPrefix = "driftwatch.io/"
 
 // Handler receives the events of every informer. Calls for one resource
@@ -23,10 +21,10 @@ const KeepAnnotationPrefix = "driftwatch.io/"
 // Objects are shared with the cache and must not be modified.
 type Handler interface {
 	// OnUpsert is called for an object added or updated.
-	OnUpsert(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata)
+	OnUpsert(gvr schema.GroupVersionResource, obj *Object)
 	// OnDelete is called for a deleted object (also when the deletion was
 	// only inferred after a re-list).
-	OnDelete(gvr schema.GroupVersionResource, obj *metav1.PartialObjectMetadata)
+	OnDelete(gvr schema.GroupVersionResource, obj *Object)
 }
 
 // Options configure a Manager.
@@ -45,6 +43,7 @@ type Manager struct {
 	handler Handler
 	opts    Options
 
+	tables    *tables
 	mu        sync.Mutex
 	informers map[schema.GroupVersionResource]*informer
 	wg        sync.WaitGroup
@@ -63,7 +62,7 @@ func New(ctx context.Context, client metadata.Interface, handler Handler, opts O
 		opts.SyncTimeout = time.Minute
 	}
 	return &Manager{client: client, handler: handler, opts: opts, ctx: ctx,
-		informers: map[schema.GroupVersionResource]*informer{}}
+		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{}}
 }
 
 // Ensure starts the informer for gvr unless it runs, and waits for its
@@ -89,18 +88,18 @@ func (m *Manager) Ensure(ctx context.Context, gvr schema.GroupVersionResource) e
 
 func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 	ctx, cancel := context.WithCancel(m.ctx)
-	inf := metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0,
-		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+	// No indexers: lookups are by key, and an index costs memory per object.
+	inf := metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0, nil,
 		func(o *metav1.ListOptions) { o.LabelSelector = m.opts.LabelSelector }).Informer()
-	_ = inf.SetTransform(Trim) // fails only once the informer runs; it has not started
+	_ = inf.SetTransform(m.tables.Compact) // fails only once the informer runs; it has not started
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			if o, ok := obj.(*Object); ok {
 				m.handler.OnUpsert(gvr, o)
 			}
 		},
 		UpdateFunc: func(_, obj any) {
-			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			if o, ok := obj.(*Object); ok {
 				m.handler.OnUpsert(gvr, o)
 			}
 		},
@@ -108,7 +107,7 @@ func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
-			if o, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			if o, ok := obj.(*Object); ok {
 				m.handler.OnDelete(gvr, o)
 			}
 		},
@@ -143,7 +142,7 @@ func (m *Manager) Running() []schema.GroupVersionResource {
 }
 
 // Get returns the cached object, if any.
-func (m *Manager) Get(gvr schema.GroupVersionResource, namespace, name string) (*metav1.PartialObjectMetadata, bool) {
+func (m *Manager) Get(gvr schema.GroupVersionResource, namespace, name string) (*Object, bool) {
 	m.mu.Lock()
 	inf, ok := m.informers[gvr]
 	m.mu.Unlock()
@@ -158,12 +157,12 @@ func (m *Manager) Get(gvr schema.GroupVersionResource, namespace, name string) (
 	if err != nil || !exists {
 		return nil, false
 	}
-	o, ok := obj.(*metav1.PartialObjectMetadata)
+	o, ok := obj.(*Object)
 	return o, ok
 }
 
 // List returns every cached object of gvr.
-func (m *Manager) List(gvr schema.GroupVersionResource) []*metav1.PartialObjectMetadata {
+func (m *Manager) List(gvr schema.GroupVersionResource) []*Object {
 	m.mu.Lock()
 	inf, ok := m.informers[gvr]
 	m.mu.Unlock()
@@ -171,13 +170,24 @@ func (m *Manager) List(gvr schema.GroupVersionResource) []*metav1.PartialObjectM
 		return nil
 	}
 	items := inf.inf.GetStore().List()
-	out := make([]*metav1.PartialObjectMetadata, 0, len(items))
+	out := make([]*Object, 0, len(items))
 	for _, it := range items {
-		if o, ok := it.(*metav1.PartialObjectMetadata); ok {
+		if o, ok := it.(*Object); ok {
 			out = append(out, o)
 		}
 	}
 	return out
+}
+
+// Count returns the number of cached objects of gvr.
+func (m *Manager) Count(gvr schema.GroupVersionResource) int {
+	m.mu.Lock()
+	inf, ok := m.informers[gvr]
+	m.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return len(inf.inf.GetStore().ListKeys())
 }
 
 // Wait stops every informer and waits until their goroutines have ended.
@@ -189,40 +199,4 @@ func (m *Manager) Wait() {
 	}
 	m.mu.Unlock()
 	m.wg.Wait()
-}
-
-// Trim keeps in the cache only what drift detection and status need: the
-// identity, labels, owner references, deletion state, managedFields and
-// driftwatch's own annotations. It works in place (the informer hands it a
-// freshly decoded object that nobody else holds), so it allocates nothing
-// per object, and it interns the strings that every managedFields entry
-// repeats (manager, API version, operation, fields type). Other annotations
-// go: a last-applied-configuration annotation alone can be larger than
-// everything else together.
-func Trim(obj any) (any, error) {
-	o, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return obj, nil
-	}
-	for k := range o.Annotations {
-		if !strings.HasPrefix(k, KeepAnnotationPrefix) {
-			delete(o.Annotations, k)
-		}
-	}
-	if len(o.Annotations) == 0 {
-		o.Annotations = nil
-	}
-	o.Finalizers = nil
-	o.GenerateName = ""
-	o.CreationTimestamp = metav1.Time{}
-	o.DeletionGracePeriodSeconds = nil
-	for i := range o.ManagedFields {
-		e := &o.ManagedFields[i]
-		e.Manager = unique.Make(e.Manager).Value()
-		e.APIVersion = unique.Make(e.APIVersion).Value()
-		e.FieldsType = unique.Make(e.FieldsType).Value()
-		e.Subresource = unique.Make(e.Subresource).Value()
-		e.Time = nil // when a manager last wrote is not used
-	}
-	return o, nil
 }
