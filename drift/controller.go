@@ -3,6 +3,8 @@ package drift
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +51,12 @@ type Options struct {
 	// doubles with every further take, up to FightMaxBackoff.
 	FightBackoff    time.Duration
 	FightMaxBackoff time.Duration
+	// ReleaseMemoryAfter: once the bundle queue is idle after syncs that
+	// declared at least this many objects, the heap they used is returned
+	// to the operating system at once (0: never; the runtime then gives it
+	// back over minutes). A full sync decodes every document of a Bundle,
+	// a transient peak several times the agent's steady-state heap.
+	ReleaseMemoryAfter int
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -58,6 +66,7 @@ func DefaultOptions() Options {
 		Workers: 4, ResyncPeriod: 10 * time.Minute,
 		FightWindow: time.Minute, FightThreshold: 3,
 		FightBackoff: 5 * time.Second, FightMaxBackoff: 5 * time.Minute,
+		ReleaseMemoryAfter: 1000,
 	}
 }
 
@@ -78,6 +87,11 @@ type Controller struct {
 
 	logger klog.Logger // set by Run, before any informer starts
 	synced atomic.Bool // the Bundle cache has synced and workers run
+
+	// syncing counts bundle syncs in progress; declared counts the
+	// objects they declared since memory was last released.
+	syncing  atomic.Int32
+	declared atomic.Int64
 
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
@@ -110,16 +124,23 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 		AddFunc: c.enqueueBundle,
 		UpdateFunc: func(old, obj any) {
 			// Our own status writes change neither generation nor
-			// deletion state: they need no sync.
+			// deletion state, and the finalizer a sync adds is already
+			// known to that sync: they need no further sync (a sync of a
+			// large Bundle decodes all of it). A finalizer of ours that
+			// someone removed is put back.
 			o, n := old.(*unstructured.Unstructured), obj.(*unstructured.Unstructured)
 			if o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil ||
-				len(o.GetFinalizers()) != len(n.GetFinalizers()) {
+				(hasFinalizer(o) && !hasFinalizer(n)) {
 				c.enqueueBundle(obj)
 			}
 		},
 		DeleteFunc: c.enqueueBundle,
 	})
 	return c
+}
+
+func hasFinalizer(u *unstructured.Unstructured) bool {
+	return slices.Contains(u.GetFinalizers(), Finalizer)
 }
 
 func (c *Controller) enqueueBundle(obj any) {
@@ -204,9 +225,35 @@ func processNext[K comparable](ctx context.Context, q workqueue.TypedRateLimitin
 }
 
 func (c *Controller) processBundle(ctx context.Context) bool {
-	return processNext(ctx, c.queue, c.syncBundle, func(key types.NamespacedName, err error) {
+	return processNext(ctx, c.queue, c.countedSync, func(key types.NamespacedName, err error) {
 		c.logger.Error(err, "Sync failed; retrying", "bundle", key)
 	})
+}
+
+// countedSync is syncBundle, and the last sync to finish with nothing
+// queued releases the memory that the syncs used.
+func (c *Controller) countedSync(ctx context.Context, key types.NamespacedName) error {
+	c.syncing.Add(1)
+	err := c.syncBundle(ctx, key)
+	if c.syncing.Add(-1) == 0 && c.queue.Len() == 0 {
+		c.releaseMemory()
+	}
+	return err
+}
+
+// releaseMemory returns the heap of finished syncs to the operating system
+// when they declared enough objects to matter (Options.ReleaseMemoryAfter).
+// It costs one garbage collection, which at steady state is small: the
+// agent's live heap is its caches, not the syncs' decoded documents.
+func (c *Controller) releaseMemory() {
+	n := int64(c.opts.ReleaseMemoryAfter)
+	if n <= 0 || c.declared.Load() < n {
+		return
+	}
+	c.declared.Store(0)
+	start := time.Now()
+	debug.FreeOSMemory()
+	c.logger.V(2).Info("Released the memory of finished syncs", "took", time.Since(start))
 }
 
 func (c *Controller) processStatus(ctx context.Context) bool {

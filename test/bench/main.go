@@ -133,6 +133,7 @@ func run(objects, perBundle, edits int, agentBin string) error {
 		}
 	}
 	fmt.Printf("memory: RSS %.1f MiB, heap %.1f MiB, %.0f B RSS per object\n", rss/(1<<20), heap/(1<<20), rss/float64(objects))
+	fmt.Println("  " + memBreakdown(port))
 
 	// 3. Writes during a re-sync of unchanged bundles: bump every
 	// Bundle's generation without changing what it declares.
@@ -182,6 +183,7 @@ func run(objects, perBundle, edits int, agentBin string) error {
 	}
 	fmt.Printf("memory after the edits: RSS %.1f MiB, heap %.1f MiB, agent CPU %.1f s in all\n",
 		agentRSS(agent.Process.Pid)/(1<<20), scrapeValue(port, "go_memstats_heap_alloc_bytes")/(1<<20), agentCPU(agent.Process.Pid))
+	fmt.Println("  " + memBreakdown(port))
 	if idle > 0 {
 		// A measurement window, not a synchronisation: the runtime gives
 		// memory back to the OS gradually after the peaks of full syncs.
@@ -298,6 +300,15 @@ func scrapeValue(port int, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// memBreakdown reads the agent's Go memory statistics from /metrics.
+func memBreakdown(port int) string {
+	mib := func(name string) float64 { return scrapeValue(port, name) / (1 << 20) }
+	return fmt.Sprintf("heap in use %.1f MiB, idle %.1f MiB (released %.1f), stacks %.1f MiB, runtime other %.1f MiB, obtained from OS %.1f MiB, GC cycles %.0f",
+		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"),
+		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_other_sys_bytes")+mib("go_memstats_gc_sys_bytes")+mib("go_memstats_mspan_sys_bytes"),
+		mib("go_memstats_sys_bytes"), scrapeValue(port, "go_gc_duration_seconds_count"))
 }
 
 func agentRSS(pid int) float64 {
