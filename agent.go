@@ -10,6 +10,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -41,6 +42,9 @@ import (
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
 )
+
+// defaultGCPercent is the agent's GOGC unless the environment sets one.
+const defaultGCPercent = 50
 
 type agentFlags struct {
 	kubeconfig, sourceKubeconfig string
@@ -74,6 +78,14 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		// The agent's live heap is mostly its caches, and it allocates
+		// little between syncs: collecting at 1.5× the live heap instead of
+		// Go's default 2× keeps RSS ~15 % lower (10k owned objects: 59 vs
+		// 67 MiB during a stream of corrections) for ~6 % more CPU in a full
+		// sync (README, Performance). GOGC in the environment overrides it.
+		debug.SetGCPercent(defaultGCPercent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -179,7 +179,6 @@ func (d Desired) WithObject(obj *unstructured.Unstructured) (Desired, error) {
 // Applied is the recorded applied state of one object: what the server
 // returned after our last apply.
 type Applied struct {
-	GVR             schema.GroupVersionResource
 	ResourceVersion string
 	// Fields is our field manager's Apply entry (fieldsV1 JSON): what we
 	// own. Kept serialised, parsed only when an event needs it; built with
@@ -309,7 +308,7 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	if obj.GetGeneration() <= 1 && obj.GetCreationTimestamp().After(start.Add(-time.Second)) {
 		r.Action = Created
 	}
-	r.Applied = &Applied{GVR: d.GVR, ResourceVersion: obj.GetResourceVersion(),
+	r.Applied = &Applied{ResourceVersion: obj.GetResourceVersion(),
 		Fields: fields, Hash: d.Hash}
 	return r
 }

@@ -96,6 +96,9 @@ type Controller struct {
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
 	byLabel map[string]types.NamespacedName // BundleLabel value → Bundle
+	// kinds maps the resource types of declared objects to their kinds,
+	// so that an informer event finds its object's reference.
+	kinds map[schema.GroupVersionResource]string
 }
 
 // NewWatches returns the informer manager for owned objects; the
@@ -110,6 +113,7 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 		source: source, applier: applier, metrics: m, recorder: recorder, opts: opts,
 		states:  map[types.NamespacedName]*bundleState{},
 		byLabel: map[string]types.NamespacedName{},
+		kinds:   map[schema.GroupVersionResource]string{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles"}),
 		fixes: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[fixKey](),

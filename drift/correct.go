@@ -18,25 +18,30 @@ import (
 	"github.com/driftwatch/driftwatch/watch"
 )
 
-// lookup finds the Bundle state and reference of a cached object. The
-// caller holds c.mu.
+// lookup finds the Bundle state and reference of a cached object: through
+// its Bundle label, or for a deleted object (labels nil) in every Bundle.
+// Only objects that a Bundle declares or applied are found. The caller
+// holds c.mu.
 func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name string, labels map[string]string) (*bundleState, manifests.ObjectRef, bool) {
-	k := objKey{GVR: gvr, Namespace: namespace, Name: name}
+	kind, ok := c.kinds[gvr]
+	if !ok {
+		return nil, manifests.ObjectRef{}, false
+	}
+	ref := manifests.ObjectRef{Group: gvr.Group, Kind: kind, Namespace: namespace, Name: name}
 	if labels != nil {
 		if key, ok := c.byLabel[labels[ownership.BundleLabel]]; ok {
 			if s, ok := c.states[key]; ok {
-				ref, ok := s.byKey[k]
-				return s, ref, ok
+				return s, ref, s.has(ref)
 			}
 		}
-		return nil, manifests.ObjectRef{}, false
+		return nil, ref, false
 	}
 	for _, s := range c.states {
-		if ref, ok := s.byKey[k]; ok {
+		if s.has(ref) {
 			return s, ref, true
 		}
 	}
-	return nil, manifests.ObjectRef{}, false
+	return nil, ref, false
 }
 
 // check compares a cached object with what we applied. It makes no API

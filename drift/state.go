@@ -64,7 +64,6 @@ type bundleState struct {
 
 	desired  map[manifests.ObjectRef]apply.Desired
 	applied  map[manifests.ObjectRef]*apply.Applied
-	byKey    map[objKey]manifests.ObjectRef
 	problems map[manifests.ObjectRef]problem
 	drifted  map[manifests.ObjectRef]driftInfo
 	inFlight map[manifests.ObjectRef]bool
@@ -83,7 +82,6 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 		key: key, set: set,
 		desired:  map[manifests.ObjectRef]apply.Desired{},
 		applied:  map[manifests.ObjectRef]*apply.Applied{},
-		byKey:    map[objKey]manifests.ObjectRef{},
 		problems: map[manifests.ObjectRef]problem{},
 		drifted:  map[manifests.ObjectRef]driftInfo{},
 		inFlight: map[manifests.ObjectRef]bool{},
@@ -101,6 +99,14 @@ func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 		}
 	}
 	return out
+}
+
+// has reports whether the Bundle declares or applied ref.
+func (s *bundleState) has(ref manifests.ObjectRef) bool {
+	if _, ok := s.desired[ref]; ok {
+		return true
+	}
+	return s.applied[ref] != nil
 }
 
 func keyOf(d apply.Desired) objKey {

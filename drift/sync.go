@@ -112,7 +112,6 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	c.mu.Lock()
 	for _, d := range prune {
 		delete(s.applied, d.Ref)
-		delete(s.byKey, keyOf(d))
 		delete(s.drifted, d.Ref)
 	}
 	// The state keeps no request bodies: a correction renders its one
@@ -226,7 +225,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 		d.Locator = o.Locator
 		p.desired[ref] = d
 		c.mu.Lock()
-		s.byKey[keyOf(d)] = ref
+		c.kinds[d.GVR] = d.Ref.Kind
 		c.mu.Unlock()
 		if err := c.watches.Ensure(ctx, gvr); err != nil {
 			p.problems[ref] = problem{state: manifests.StateFailed, message: err.Error()}
@@ -434,21 +433,18 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 	for _, d := range p.desired {
 		desiredKeys[keyOf(d)] = true
 	}
-	// Objects that failed this time are not strays: one pass over the
-	// index, not one per failed object.
-	c.mu.Lock()
-	for k, r := range s.byKey {
-		if _, failed := p.problems[r]; failed {
-			desiredKeys[k] = true
-		}
-	}
-	c.mu.Unlock()
 	var errs []error
 	for _, gvr := range c.watches.Running() {
 		for _, obj := range c.watches.List(gvr) {
 			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
 			if !s.set.Owns(obj.Labels()) || desiredKeys[k] || obj.Deleting {
 				continue
+			}
+			c.mu.Lock()
+			kind, known := c.kinds[gvr]
+			c.mu.Unlock()
+			if _, failed := p.problems[manifests.ObjectRef{Group: gvr.Group, Kind: kind, Namespace: obj.Namespace, Name: obj.Name}]; known && failed {
+				continue // declared, but failed this time: not a stray
 			}
 			ref := manifests.ObjectRef{Group: gvr.Group, Kind: c.applier.KindFor(gvr), Namespace: obj.Namespace, Name: obj.Name}
 			if err := c.applier.Delete(ctx, gvr, ref); err != nil {
@@ -636,7 +632,7 @@ func (c *Controller) rebaseline(d apply.Desired, cached *watch.Object) (*apply.A
 	if err != nil || raw == "" {
 		return nil, false
 	}
-	base := &apply.Applied{GVR: d.GVR, ResourceVersion: cached.ResourceVersion, Fields: raw, Hash: d.Hash}
+	base := &apply.Applied{ResourceVersion: cached.ResourceVersion, Fields: raw, Hash: d.Hash}
 	owned, err := base.FieldSet()
 	if err != nil {
 		return nil, false
