@@ -154,6 +154,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	metrics.RegisterClientGo(reg)
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	defer broadcaster.Shutdown()
@@ -169,8 +170,9 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts := drift.DefaultOptions()
 	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
 	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
+	opts.QueueMetrics = metrics.NewQueues(reg)
 	ctrl := drift.New(sourceDyn, applier, func(h watch.Handler) *watch.Manager {
-		return watch.New(ctx, targetMeta, h, watch.Options{LabelSelector: ownership.BundleLabel})
+		return watch.New(ctx, targetMeta, targetDyn, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
 	}, m, recorder, opts)
 
 	servers := []*http.Server{

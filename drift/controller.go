@@ -57,6 +57,8 @@ type Options struct {
 	// back over minutes). A full sync decodes every document of a Bundle,
 	// a transient peak several times the agent's steady-state heap.
 	ReleaseMemoryAfter int
+	// QueueMetrics publishes the work queues' metrics; nil: none.
+	QueueMetrics workqueue.MetricsProvider
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -99,6 +101,12 @@ type Controller struct {
 	// kinds maps the resource types of declared objects to their kinds,
 	// so that an informer event finds its object's reference.
 	kinds map[schema.GroupVersionResource]string
+	// rsOwners maps ReplicaSets to their Deployment ("" for none), for
+	// crashing Pods; crashRuns holds, per Pod, the failed runs counted.
+	rsOwners  map[types.NamespacedName]string
+	crashRuns map[types.UID]map[string]bool
+
+	ctx context.Context // Run's, for the API reads of informer handlers
 }
 
 // NewWatches returns the informer manager for owned objects; the
@@ -114,12 +122,14 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 		states:  map[types.NamespacedName]*bundleState{},
 		byLabel: map[string]types.NamespacedName{},
 		kinds:   map[schema.GroupVersionResource]string{},
+		rsOwners:  map[types.NamespacedName]string{},
+		crashRuns: map[types.UID]map[string]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles"}),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles", MetricsProvider: opts.QueueMetrics}),
 		fixes: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[fixKey](),
-			workqueue.TypedRateLimitingQueueConfig[fixKey]{Name: "corrections"}),
+			workqueue.TypedRateLimitingQueueConfig[fixKey]{Name: "corrections", MetricsProvider: opts.QueueMetrics}),
 		statuses: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "status"}),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "status", MetricsProvider: opts.QueueMetrics}),
 	}
 	c.watches = newWatches(c)
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(source, 0, opts.Namespace, nil)
@@ -162,6 +172,7 @@ func (c *Controller) enqueueBundle(obj any) {
 func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	c.logger = logger
+	c.ctx = ctx
 	var wg sync.WaitGroup
 	defer func() {
 		c.queue.ShutDown()
@@ -343,6 +354,19 @@ func (c *Controller) updateWatchedGauge() {
 // OnUpsert implements watch.Handler.
 func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *watch.Object) {
 	c.check(gvr, obj)
+	if obj.Readiness != nil {
+		// Readiness may have changed: the status says so (written only
+		// when it changes).
+		c.mu.Lock()
+		s, _, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
+		c.mu.Unlock()
+		if ok {
+			c.statuses.Add(s.key)
+		}
+	}
+	if gvr == watch.PodsGVR && obj.Pod != nil && obj.Pod.Phase == corev1.PodFailed {
+		c.podFailed(gvr, obj)
+	}
 }
 
 // OnDelete implements watch.Handler.

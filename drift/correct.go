@@ -218,6 +218,9 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		return err
 	}
 
+	if info.finding.Managers[0] == ManagerFailed {
+		return c.deleteFailed(ctx, s, key, d)
+	}
 	if len(info.finding.Foreign) > 0 && force {
 		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {
 			c.mu.Lock()
@@ -261,6 +264,25 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	// check; look at the cache once more so that it is not lost.
 	if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
 		c.check(d.GVR, obj)
+	}
+	return nil
+}
+
+// deleteFailed deletes an owned Pod that failed, so that it is re-created:
+// the deletion event is drift like any other. An event that arrived while
+// the deletion was in flight was skipped, so the cache is looked at again.
+func (c *Controller) deleteFailed(ctx context.Context, s *bundleState, key fixKey, d apply.Desired) error {
+	err := c.applier.Delete(ctx, d.GVR, d.Ref)
+	c.mu.Lock()
+	delete(s.inFlight, key.Ref)
+	c.mu.Unlock()
+	if err != nil {
+		c.warn(key.Bundle, "ApplyFailed", "%s failed and cannot be deleted for re-creation: %v", key.Ref, err)
+		return err
+	}
+	c.event(key.Bundle, corev1.EventTypeNormal, "PodRecreating", "%s failed; deleted to be re-created", key.Ref)
+	if _, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); !ok {
+		c.onGone(d.GVR, d.Ref.Namespace, d.Ref.Name)
 	}
 	return nil
 }

@@ -68,6 +68,8 @@ type bundleState struct {
 	drifted  map[manifests.ObjectRef]driftInfo
 	inFlight map[manifests.ObjectRef]bool
 	fights   map[fightKey]*fight
+	// crashes are the Pods behind owned objects that crash now.
+	crashes map[types.NamespacedName]podCrashState
 	// bundleErrors are errors that belong to no single object (decoding).
 	bundleErrors []string
 
@@ -86,6 +88,7 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 		drifted:  map[manifests.ObjectRef]driftInfo{},
 		inFlight: map[manifests.ObjectRef]bool{},
 		fights:   map[fightKey]*fight{},
+		crashes:  map[types.NamespacedName]podCrashState{},
 	}
 }
 

@@ -15,8 +15,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
+	"github.com/driftwatch/driftwatch/watch"
 )
 
 // writeStatus computes a Bundle's status and writes it when it changed.
@@ -31,7 +33,7 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 		c.mu.Unlock()
 		return nil
 	}
-	status := s.status(b.Status, time.Now())
+	status := s.status(b.Status, time.Now(), c.readiness)
 	c.publishMetrics(s, status)
 	c.mu.Unlock()
 
@@ -55,7 +57,7 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 
 // status computes the Bundle's status from the state; prev supplies the
 // conditions' transition times. The caller holds c.mu.
-func (s *bundleState) status(prev manifests.BundleStatus, now time.Time) manifests.BundleStatus {
+func (s *bundleState) status(prev manifests.BundleStatus, now time.Time, readiness func(apply.Desired) *watch.Readiness) manifests.BundleStatus {
 	st := manifests.BundleStatus{
 		ObservedGeneration: s.generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
@@ -117,18 +119,36 @@ func (s *bundleState) status(prev manifests.BundleStatus, now time.Time) manifes
 		}
 		add(ref, manifests.ResourceStatus{State: state, Fields: d.finding.Fields, ChangedBy: d.finding.ChangedBy(), Message: msg})
 	}
-	for ref := range s.desired {
+	crashed := map[manifests.ObjectRef]podCrashState{}
+	for _, c := range s.crashes {
+		crashed[c.owner] = c
+	}
+	for ref, d := range s.desired {
 		if _, p := s.problems[ref]; p {
 			continue
 		}
 		if _, d := s.drifted[ref]; d {
 			continue
 		}
-		if s.applied[ref] != nil {
-			sum.Ready++
-		} else {
+		if s.applied[ref] == nil {
 			sum.NotReady++
+			continue
 		}
+		if c, ok := crashed[ref]; ok {
+			sum.NotReady++
+			add(ref, manifests.ResourceStatus{State: manifests.StateNotReady, Message: fmt.Sprintf("pod %s %s", c.pod, c.crash)})
+			continue
+		}
+		if r := readiness(d); !r.Ready() {
+			sum.NotReady++
+			msg := r.Status
+			if r.Message != "" {
+				msg += ": " + r.Message
+			}
+			add(ref, manifests.ResourceStatus{State: manifests.StateNotReady, Message: msg})
+			continue
+		}
+		sum.Ready++
 	}
 	sum.Failed += s.decodeFailures
 	sort.Slice(items, func(i, j int) bool {
@@ -199,11 +219,35 @@ func (s *bundleState) status(prev manifests.BundleStatus, now time.Time) manifes
 	if synced && sum.Drifted+sum.Missing == 0 && sum.NotReady == 0 {
 		set(manifests.ConditionReady, true, "Ready", fmt.Sprintf("%d/%d objects applied and in sync", sum.Ready, sum.Desired))
 	} else {
-		set(manifests.ConditionReady, false, "NotReady", fmt.Sprintf("%d/%d objects ready", sum.Ready, sum.Desired))
+		var why []string
+		for _, it := range items {
+			if it.State == manifests.StateNotReady && len(why) < 3 {
+				why = append(why, fmt.Sprintf("%s/%s: %s", it.Kind, it.Name, it.Message))
+			}
+		}
+		msg := fmt.Sprintf("%d/%d objects ready", sum.Ready, sum.Desired)
+		if len(why) > 0 {
+			msg += "; " + strings.Join(why, "; ")
+		}
+		set(manifests.ConditionReady, false, "NotReady", msg)
 	}
 	// SetStatusCondition keeps the transition time of an unchanged status,
 	// so an unchanged state produces an equal status and no write.
 	return st
+}
+
+// readiness returns the kstatus verdict on a desired object from the
+// cache: nil (ready) for kinds that are ready once they exist. The caller
+// holds c.mu.
+func (c *Controller) readiness(d apply.Desired) *watch.Readiness {
+	if !watch.NeedsStatus(d.GVR) {
+		return nil
+	}
+	obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
+	if !ok {
+		return &watch.Readiness{Status: "NotFound", Message: "not in the cache yet"}
+	}
+	return obj.Readiness
 }
 
 // publishMetrics sets a Bundle's gauges. The caller holds c.mu.

@@ -177,6 +177,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		c.warn(key, reason, "%s: %s", ref, p.message)
 	}
 	c.stopUnusedWatches()
+	c.watchPods()
 	c.metrics.BundleLastSync.WithLabelValues(key.Namespace, key.Name).SetToCurrentTime()
 	c.statuses.Add(key)
 	c.updateWatchedGauge()
@@ -582,6 +583,7 @@ func (c *Controller) forget(key types.NamespacedName) {
 	c.mu.Unlock()
 	c.metrics.ForgetBundle(key.Namespace, key.Name)
 	c.stopUnusedWatches()
+	c.watchPods()
 }
 
 // errBundleChanged says that a Bundle in the cache no longer declares what

@@ -18,6 +18,8 @@ type Metrics struct {
 	ApplyDuration          *prometheus.HistogramVec
 	WatchedObjects         *prometheus.GaugeVec
 	SourceConnected        prometheus.Gauge
+	PodCrashes             *prometheus.CounterVec
+	CredentialReloads      *prometheus.CounterVec
 }
 
 // Label values of BundleResources' state label.
@@ -28,6 +30,12 @@ const (
 	StateDrifted  = "drifted"
 	StateConflict = "conflict"
 	StateFailed   = "failed"
+)
+
+// Cluster label values of CredentialReloads.
+const (
+	ClusterSource = "source"
+	ClusterTarget = "target"
 )
 
 // Result label values.
@@ -76,9 +84,19 @@ func New(reg prometheus.Registerer) *Metrics {
 		SourceConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "driftwatch_source_connected", Help: "Whether the Bundle watch on the source cluster is synced (1) or not (0).",
 		}),
+		PodCrashes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_pod_crashes_total", Help: "Crashes of Pods behind owned objects (failed containers, CrashLoopBackOff, OOMKilled, failed or evicted Pods), each failed run once.",
+		}, append(bundle, "reason")),
+		CredentialReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_credential_reloads_total", Help: "Credentials of a cluster reloaded at run time.",
+		}, []string{"cluster"}),
 	}
+	// Both clusters' series exist from the start, so that a rate is 0, not absent.
+	m.CredentialReloads.WithLabelValues(ClusterSource)
+	m.CredentialReloads.WithLabelValues(ClusterTarget)
 	reg.MustRegister(m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
-		m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected)
+		m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected,
+		m.PodCrashes, m.CredentialReloads)
 	return m
 }
 
@@ -87,7 +105,7 @@ func (m *Metrics) ForgetBundle(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "bundle": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
-		m.ApplyConflicts, m.FieldFights,
+		m.ApplyConflicts, m.FieldFights, m.PodCrashes,
 	} {
 		v.DeletePartialMatch(l)
 	}

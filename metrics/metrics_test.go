@@ -15,6 +15,7 @@ func TestForgetBundleRemovesOnlyItsSeries(t *testing.T) {
 		m.BundleReady.WithLabelValues("ns", b).Set(1)
 		m.DriftDetected.WithLabelValues("ns", b, "apps", "Deployment", "kubectl/scale").Inc()
 		m.BundleResources.WithLabelValues("ns", b, StateReady).Set(3)
+		m.PodCrashes.WithLabelValues("ns", b, "OOMKilled").Inc()
 	}
 	m.ForgetBundle("ns", "gone")
 	want := `
@@ -32,9 +33,9 @@ driftwatch_bundle_resources{bundle="kept",namespace="ns",state="ready"} 3
 		"driftwatch_bundle_ready", "driftwatch_drift_detected_total", "driftwatch_bundle_resources"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 3+2 {
-		// 3 kept series plus the two unlabelled metrics (source_connected,
-		// drift_correction_seconds).
-		t.Fatalf("after ForgetBundle: %d series (%v), want 5", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 4+2+2 {
+		// 4 kept series, the two unlabelled metrics (source_connected,
+		// drift_correction_seconds) and credential reloads of both clusters.
+		t.Fatalf("after ForgetBundle: %d series (%v), want 8", n, err)
 	}
 }

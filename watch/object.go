@@ -10,9 +10,11 @@ import (
 	"weak"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
 // Object is what the cache keeps of an owned object: its identity, labels,
@@ -38,7 +40,25 @@ type Object struct {
 	OwnerReferences []metav1.OwnerReference
 	// managedFields are shared with other objects that hold the same.
 	managedFields *fieldsList
+	// Readiness is the object's kstatus verdict, for kinds watched with
+	// their status (Options.NeedsStatus); nil for metadata-only kinds,
+	// whose readiness is their existence.
+	Readiness *Readiness
+	// Pod holds what crash detection needs of a Pod seen by a pod informer
+	// (EnsurePods) or an owned Pod; nil otherwise.
+	Pod *PodState
 }
+
+// Readiness is the kstatus verdict on one object.
+type Readiness struct {
+	// Status is kstatus' Current, InProgress, Failed, Terminating or Unknown.
+	Status string
+	// Message says why, when not Current.
+	Message string
+}
+
+// Ready reports whether the verdict is Current.
+func (r *Readiness) Ready() bool { return r == nil || r.Status == "Current" }
 
 // Annotation is one kept annotation.
 type Annotation struct{ Key, Value string }
@@ -76,7 +96,7 @@ func (o *Object) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKi
 
 // DeepCopyObject implements runtime.Object.
 func (o *Object) DeepCopyObject() runtime.Object {
-	out := *o // label sets and managedFields lists are immutable and stay shared
+	out := *o // label sets, managedFields lists, readiness and pod state are immutable and stay shared
 	out.Annotations = append([]Annotation(nil), o.Annotations...)
 	if o.OwnerReferences != nil {
 		out.OwnerReferences = make([]metav1.OwnerReference, len(o.OwnerReferences))
@@ -124,30 +144,50 @@ func (o *Object) Meta() *metav1.ObjectMeta {
 // be larger than everything else together. Objects of other types pass
 // through unchanged.
 func (t *tables) Compact(obj any) (any, error) {
-	p, ok := obj.(*metav1.PartialObjectMetadata)
-	if !ok {
+	switch o := obj.(type) {
+	case *metav1.PartialObjectMetadata:
+		return t.compact(&o.ObjectMeta), nil
+	case *unstructured.Unstructured:
+		// A kind watched with its status: the verdict is computed here,
+		// and only the verdict is kept.
+		c := t.compact(o)
+		res, err := kstatus.Compute(o)
+		if err != nil {
+			c.Readiness = &Readiness{Status: string(kstatus.UnknownStatus), Message: err.Error()}
+		} else {
+			c.Readiness = &Readiness{Status: intern(string(res.Status)), Message: res.Message}
+		}
+		if o.GetKind() == "Pod" {
+			c.Pod = podState(o)
+		}
+		return c, nil
+	default:
 		return obj, nil
 	}
+}
+
+func (t *tables) compact(m metav1.Object) *Object {
 	o := &Object{
-		Namespace:       intern(p.Namespace),
-		Name:            p.Name,
-		UID:             p.UID,
-		ResourceVersion: p.ResourceVersion,
-		Generation:      p.Generation,
-		Deleting:        p.DeletionTimestamp != nil,
-		labels:          t.labels(p.Labels),
-		OwnerReferences: p.OwnerReferences,
-		managedFields:   t.managedFields(p.ManagedFields),
+		Namespace:       intern(m.GetNamespace()),
+		Name:            m.GetName(),
+		UID:             m.GetUID(),
+		ResourceVersion: m.GetResourceVersion(),
+		Generation:      m.GetGeneration(),
+		Deleting:        m.GetDeletionTimestamp() != nil,
+		labels:          t.labels(m.GetLabels()),
+		OwnerReferences: m.GetOwnerReferences(),
+		managedFields:   t.managedFields(m.GetManagedFields()),
 	}
+	ann := m.GetAnnotations()
 	n := 0
-	for k := range p.Annotations {
+	for k := range ann {
 		if strings.HasPrefix(k, KeepAnnotationPrefix) {
 			n++
 		}
 	}
 	if n > 0 {
 		o.Annotations = make([]Annotation, 0, n)
-		for k, v := range p.Annotations {
+		for k, v := range ann {
 			if strings.HasPrefix(k, KeepAnnotationPrefix) {
 				if k == internedValueAnnotation {
 					v = intern(v)
@@ -156,7 +196,7 @@ func (t *tables) Compact(obj any) (any, error) {
 			}
 		}
 	}
-	return o, nil
+	return o
 }
 
 // internedValueAnnotation is a kept annotation whose value every object of

@@ -3,11 +3,14 @@ package watch
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
@@ -25,6 +28,9 @@ type Handler interface {
 	// OnDelete is called for a deleted object (also when the deletion was
 	// only inferred after a re-list).
 	OnDelete(gvr schema.GroupVersionResource, obj *Object)
+	// OnPod is called for a Pod added or updated in a namespace watched
+	// with EnsurePods; obj.Pod holds its container states.
+	OnPod(obj *Object)
 }
 
 // Options configure a Manager.
@@ -33,6 +39,35 @@ type Options struct {
 	LabelSelector string
 	// SyncTimeout bounds the wait for a new informer's first list.
 	SyncTimeout time.Duration
+	// NeedsStatus reports whether readiness of a resource type needs the
+	// objects' status. Those types are watched whole, and the transform
+	// keeps only the kstatus verdict; the others are watched metadata-only.
+	// Nil means none.
+	NeedsStatus func(schema.GroupVersionResource) bool
+}
+
+// PodsGVR is the resource of Pods.
+var PodsGVR = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+
+// NeedsStatus is the default Options.NeedsStatus: workloads, Jobs, Pods,
+// PersistentVolumeClaims, Services (a LoadBalancer waits for its address),
+// PodDisruptionBudgets, and custom resources, whose conditions kstatus
+// reads. Everything else — ConfigMaps, Secrets, RBAC, … — is ready when it
+// exists, so its metadata is enough.
+func NeedsStatus(gvr schema.GroupVersionResource) bool {
+	switch gvr.Group {
+	case "apps":
+		return gvr.Resource == "deployments" || gvr.Resource == "statefulsets" ||
+			gvr.Resource == "daemonsets" || gvr.Resource == "replicasets"
+	case "batch":
+		return gvr.Resource == "jobs"
+	case "policy":
+		return gvr.Resource == "poddisruptionbudgets"
+	case "":
+		return gvr.Resource == "pods" || gvr.Resource == "persistentvolumeclaims" || gvr.Resource == "services"
+	}
+	// Custom resources: their groups have a dot and are not Kubernetes' own.
+	return strings.Contains(gvr.Group, ".") && !strings.HasSuffix(gvr.Group, ".k8s.io")
 }
 
 // Manager runs one metadata-only informer per resource type, each with its
@@ -40,12 +75,14 @@ type Options struct {
 // only stop all of them).
 type Manager struct {
 	client  metadata.Interface
+	dynamic dynamic.Interface
 	handler Handler
 	opts    Options
 
 	tables    *tables
 	mu        sync.Mutex
 	informers map[schema.GroupVersionResource]*informer
+	pods      map[string]*informer // namespace → its Pods, for crash detection
 	wg        sync.WaitGroup
 	ctx       context.Context
 }
@@ -57,12 +94,16 @@ type informer struct {
 
 // New returns a Manager. Informers start on Ensure and stop with ctx or
 // Stop; Wait returns when all have stopped.
-func New(ctx context.Context, client metadata.Interface, handler Handler, opts Options) *Manager {
+func New(ctx context.Context, client metadata.Interface, dyn dynamic.Interface, handler Handler, opts Options) *Manager {
 	if opts.SyncTimeout == 0 {
 		opts.SyncTimeout = time.Minute
 	}
-	return &Manager{client: client, handler: handler, opts: opts, ctx: ctx,
-		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{}}
+	if opts.NeedsStatus == nil {
+		opts.NeedsStatus = func(schema.GroupVersionResource) bool { return false }
+	}
+	return &Manager{client: client, dynamic: dyn, handler: handler, opts: opts, ctx: ctx,
+		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{},
+		pods: map[string]*informer{}}
 }
 
 // Ensure starts the informer for gvr unless it runs, and waits for its
@@ -87,12 +128,15 @@ func (m *Manager) Ensure(ctx context.Context, gvr schema.GroupVersionResource) e
 }
 
 func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
-	ctx, cancel := context.WithCancel(m.ctx)
+	selector := func(o *metav1.ListOptions) { o.LabelSelector = m.opts.LabelSelector }
 	// No indexers: lookups are by key, and an index costs memory per object.
-	inf := metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0, nil,
-		func(o *metav1.ListOptions) { o.LabelSelector = m.opts.LabelSelector }).Informer()
-	_ = inf.SetTransform(m.tables.Compact) // fails only once the informer runs; it has not started
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	var inf cache.SharedIndexInformer
+	if m.opts.NeedsStatus(gvr) {
+		inf = dynamicinformer.NewFilteredDynamicInformer(m.dynamic, gvr, metav1.NamespaceAll, 0, nil, selector).Informer()
+	} else {
+		inf = metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0, nil, selector).Informer()
+	}
+	return m.run(inf, cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if o, ok := obj.(*Object); ok {
 				m.handler.OnUpsert(gvr, o)
@@ -111,13 +155,66 @@ func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 				m.handler.OnDelete(gvr, o)
 			}
 		},
-	}) // fails only on a stopped informer; this one has not started
+	})
+}
+
+// run starts inf with the compacting transform and handler, owned by the
+// Manager: it stops with the Manager's context or the returned cancel.
+func (m *Manager) run(inf cache.SharedIndexInformer, handler cache.ResourceEventHandler) *informer {
+	ctx, cancel := context.WithCancel(m.ctx)
+	_ = inf.SetTransform(m.tables.Compact) // fails only once the informer runs; it has not started
+	_, _ = inf.AddEventHandler(handler)    // fails only on a stopped informer; this one has not started
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		inf.RunWithContext(ctx)
 	}()
 	return &informer{inf: inf, cancel: cancel}
+}
+
+// EnsurePods starts watching every Pod of namespace, for crash detection
+// of the Pods behind owned workloads (they carry no ownership label), unless
+// that runs already. Events go to Handler.OnPod. It does not wait for the
+// first list: crashes seen a moment later are still crashes.
+func (m *Manager) EnsurePods(namespace string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.pods[namespace]; ok {
+		return
+	}
+	inf := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, PodsGVR, namespace, 0, nil, nil).Informer()
+	onPod := func(obj any) {
+		if o, ok := obj.(*Object); ok && o.Pod != nil {
+			m.handler.OnPod(o)
+		}
+	}
+	m.pods[namespace] = m.run(inf, cache.ResourceEventHandlerFuncs{
+		AddFunc:    onPod,
+		UpdateFunc: func(_, obj any) { onPod(obj) },
+	})
+}
+
+// StopPods stops watching the Pods of namespaces not in keep.
+func (m *Manager) StopPods(keep map[string]bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ns, inf := range m.pods {
+		if !keep[ns] {
+			inf.cancel()
+			delete(m.pods, ns)
+		}
+	}
+}
+
+// PodNamespaces returns the namespaces whose Pods are watched.
+func (m *Manager) PodNamespaces() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.pods))
+	for ns := range m.pods {
+		out = append(out, ns)
+	}
+	return out
 }
 
 // Stop stops the informer for gvr, if it runs.
@@ -196,6 +293,10 @@ func (m *Manager) Wait() {
 	for gvr, inf := range m.informers {
 		inf.cancel()
 		delete(m.informers, gvr)
+	}
+	for ns, inf := range m.pods {
+		inf.cancel()
+		delete(m.pods, ns)
 	}
 	m.mu.Unlock()
 	m.wg.Wait()

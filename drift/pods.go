@@ -1,0 +1,251 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/watch"
+)
+
+// Crash is a Pod whose container failed, or a Pod that failed.
+type Crash struct {
+	Container string
+	// Reason: CrashLoopBackOff, OOMKilled, Error, Evicted, Failed, or the
+	// reason the container's termination gives.
+	Reason   string
+	ExitCode int32
+	// Run names the failed run (container, restart count, start time), so
+	// that a crash is counted once however many events show it.
+	Run string
+}
+
+// podCrash classifies a Pod's state: a container that terminated with a
+// non-zero exit code, waits in CrashLoopBackOff or was OOM-killed, or a Pod
+// that failed or was evicted. ok is false for a healthy Pod.
+func podCrash(p *watch.PodState) (c Crash, ok bool) {
+	if p == nil {
+		return Crash{}, false
+	}
+	for _, cs := range p.Containers {
+		switch {
+		case cs.Terminated != nil && (cs.Terminated.ExitCode != 0 || cs.Terminated.Reason == "OOMKilled"):
+			return Crash{Container: cs.Name, Reason: orDefault(cs.Terminated.Reason, "Error"), ExitCode: cs.Terminated.ExitCode,
+				Run: fmt.Sprintf("%s/%d/%s", cs.Name, cs.RestartCount, cs.Terminated.Started)}, true
+		case cs.Waiting == "CrashLoopBackOff":
+			c := Crash{Container: cs.Name, Reason: "CrashLoopBackOff", Run: fmt.Sprintf("%s/%d", cs.Name, cs.RestartCount)}
+			if cs.LastTerminated != nil {
+				c.ExitCode = cs.LastTerminated.ExitCode
+				if cs.LastTerminated.Reason == "OOMKilled" {
+					c.Reason = "OOMKilled"
+				}
+			}
+			return c, true
+		}
+	}
+	if p.Phase == corev1.PodFailed {
+		return Crash{Reason: orDefault(p.Reason, "Failed"), Run: "pod/" + string(p.Phase)}, true
+	}
+	return Crash{}, false
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// String describes a crash for status and events.
+func (c Crash) String() string {
+	if c.Container == "" {
+		return c.Reason
+	}
+	return fmt.Sprintf("container %s: %s (exit code %d)", c.Container, c.Reason, c.ExitCode)
+}
+
+// podCrashState is a crash of one Pod behind an owned object, while it lasts.
+type podCrashState struct {
+	owner manifests.ObjectRef
+	pod   string
+	crash Crash
+}
+
+// workloadKinds own Pods, directly or through a ReplicaSet.
+var workloadKinds = map[schema.GroupKind]bool{
+	{Group: "apps", Kind: "Deployment"}: true, {Group: "apps", Kind: "StatefulSet"}: true,
+	{Group: "apps", Kind: "DaemonSet"}: true, {Group: "apps", Kind: "ReplicaSet"}: true,
+	{Group: "batch", Kind: "Job"}: true,
+}
+
+// podNamespaces returns the namespaces that hold owned workloads. The
+// caller holds c.mu.
+func (c *Controller) podNamespaces() map[string]bool {
+	out := map[string]bool{}
+	for _, s := range c.states {
+		for ref := range s.desired {
+			if workloadKinds[ref.GroupKind()] && ref.Namespace != "" {
+				out[ref.Namespace] = true
+			}
+		}
+	}
+	return out
+}
+
+// watchPods keeps a Pod informer on exactly the namespaces with owned
+// workloads.
+func (c *Controller) watchPods() {
+	c.mu.Lock()
+	nss := c.podNamespaces()
+	c.mu.Unlock()
+	for ns := range nss {
+		c.watches.EnsurePods(ns)
+	}
+	c.watches.StopPods(nss)
+}
+
+// OnPod implements watch.Handler: a Pod behind an owned workload changed.
+func (c *Controller) OnPod(obj *watch.Object) {
+	crash, crashed := podCrash(obj.Pod)
+	if obj.Deleting {
+		crashed = false
+	}
+	podKey := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	if !crashed {
+		c.clearCrash(podKey, obj.UID, obj.Deleting)
+		return
+	}
+	if c.ctx == nil {
+		return // not running
+	}
+	owner, ok := c.podOwner(c.ctx, obj)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	s, ref, found := c.lookup(owner.gvr, owner.ref.Namespace, owner.ref.Name, nil)
+	if !found {
+		c.mu.Unlock()
+		return
+	}
+	runs := c.crashRuns[obj.UID]
+	if runs == nil {
+		runs = map[string]bool{}
+		c.crashRuns[obj.UID] = runs
+	}
+	isNew := !runs[crash.Run]
+	runs[crash.Run] = true
+	s.crashes[podKey] = podCrashState{owner: ref, pod: obj.Name, crash: crash}
+	key := s.key
+	c.mu.Unlock()
+	c.statuses.Add(key)
+	if !isNew {
+		return
+	}
+	c.metrics.PodCrashes.WithLabelValues(key.Namespace, key.Name, crash.Reason).Inc()
+	c.warn(key, "PodCrashed", "%s: pod %s %s", ref, obj.Name, crash)
+	// Re-sync at once: re-apply what drifted, recompute readiness.
+	c.queue.Add(key)
+}
+
+func (c *Controller) clearCrash(pod types.NamespacedName, uid types.UID, gone bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gone {
+		delete(c.crashRuns, uid)
+	}
+	for _, s := range c.states {
+		if _, ok := s.crashes[pod]; ok {
+			delete(s.crashes, pod)
+			c.statuses.Add(s.key)
+		}
+	}
+}
+
+type ownerRef struct {
+	gvr schema.GroupVersionResource
+	ref manifests.ObjectRef
+}
+
+// podOwner finds the owned object behind a Pod: its controller, or for a
+// ReplicaSet's Pod, the ReplicaSet's controller (one metadata read per
+// ReplicaSet, remembered: only crashing Pods ask).
+func (c *Controller) podOwner(ctx context.Context, pod *watch.Object) (ownerRef, bool) {
+	ctl := controllerOf(pod.OwnerReferences)
+	if ctl == nil {
+		return ownerRef{}, false
+	}
+	if ctl.Kind == "ReplicaSet" {
+		rsKey := types.NamespacedName{Namespace: pod.Namespace, Name: ctl.Name}
+		c.mu.Lock()
+		dep, known := c.rsOwners[rsKey]
+		c.mu.Unlock()
+		if !known {
+			rs, err := c.applier.Get(ctx, apply.Desired{
+				Ref: manifests.ObjectRef{Group: "apps", Kind: "ReplicaSet", Namespace: pod.Namespace, Name: ctl.Name},
+				GVR: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}})
+			if err != nil || rs == nil {
+				return ownerRef{}, false
+			}
+			if d := controllerOf(rs.GetOwnerReferences()); d != nil && d.Kind == "Deployment" {
+				dep = d.Name
+			}
+			c.mu.Lock()
+			c.rsOwners[rsKey] = dep
+			c.mu.Unlock()
+		}
+		if dep != "" {
+			return c.ownerFor("apps", "Deployment", pod.Namespace, dep)
+		}
+	}
+	gv, _ := schema.ParseGroupVersion(ctl.APIVersion)
+	return c.ownerFor(gv.Group, ctl.Kind, pod.Namespace, ctl.Name)
+}
+
+// ownerFor resolves a group-kind to the resource type it is watched as.
+func (c *Controller) ownerFor(group, kind, namespace, name string) (ownerRef, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for gvr, k := range c.kinds {
+		if gvr.Group == group && k == kind {
+			return ownerRef{gvr: gvr, ref: manifests.ObjectRef{Group: group, Kind: kind, Namespace: namespace, Name: name}}, true
+		}
+	}
+	return ownerRef{}, false
+}
+
+func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
+	for i := range refs {
+		if refs[i].Controller != nil && *refs[i].Controller {
+			return &refs[i]
+		}
+	}
+	return nil
+}
+
+// ManagerFailed names the culprit of an owned bare Pod that failed: a
+// failed Pod never runs again, so it is deleted and re-created.
+const ManagerFailed = "failed"
+
+// podFailed reports an owned Pod that failed as drift; its correction
+// deletes it, and the deletion's correction re-creates it.
+func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Object) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
+	if !ok || s.applied[ref] == nil || s.inFlight[ref] || obj.Deleting {
+		return
+	}
+	if d, ok := s.drifted[ref]; ok && d.finding.Managers[0] == ManagerFailed {
+		return
+	}
+	c.driftFound(s, ref, Finding{Fields: []string{".status.phase"}, Managers: []string{ManagerFailed}}, now)
+}
