@@ -119,9 +119,9 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 	recorder record.EventRecorder, opts Options) *Controller {
 	c := &Controller{
 		source: source, applier: applier, metrics: m, recorder: recorder, opts: opts,
-		states:  map[types.NamespacedName]*bundleState{},
-		byLabel: map[string]types.NamespacedName{},
-		kinds:   map[schema.GroupVersionResource]string{},
+		states:    map[types.NamespacedName]*bundleState{},
+		byLabel:   map[string]types.NamespacedName{},
+		kinds:     map[schema.GroupVersionResource]string{},
 		rsOwners:  map[types.NamespacedName]string{},
 		crashRuns: map[types.UID]map[string]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),

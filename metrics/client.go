@@ -43,8 +43,12 @@ func NewQueues(reg prometheus.Registerer) *Queues {
 
 var _ workqueue.MetricsProvider = (*Queues)(nil)
 
-func (q *Queues) NewDepthMetric(name string) workqueue.GaugeMetric { return q.depth.WithLabelValues(name) }
-func (q *Queues) NewAddsMetric(name string) workqueue.CounterMetric { return q.adds.WithLabelValues(name) }
+func (q *Queues) NewDepthMetric(name string) workqueue.GaugeMetric {
+	return q.depth.WithLabelValues(name)
+}
+func (q *Queues) NewAddsMetric(name string) workqueue.CounterMetric {
+	return q.adds.WithLabelValues(name)
+}
 func (q *Queues) NewLatencyMetric(name string) workqueue.HistogramMetric {
 	return q.latency.WithLabelValues(name)
 }
@@ -69,7 +73,7 @@ func RegisterClientGo(reg prometheus.Registerer) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rest_client_requests_total",
 		Help: "HTTP requests of the Kubernetes clients, by status code, method and host."}, []string{"code", "method", "host"})
 	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rest_client_request_duration_seconds",
-		Help: "Request latency of the Kubernetes clients, by verb (the path is left out: it names objects).",
+		Help:    "Request latency of the Kubernetes clients, by verb (the path is left out: it names objects).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"verb", "host"})
 	reg.MustRegister(requests, latency)
 	clientmetrics.Register(clientmetrics.RegisterOpts{
