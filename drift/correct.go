@@ -247,6 +247,10 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		c.metrics.DriftCorrectionSeconds.Observe(time.Since(info.seen).Seconds())
 	}
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, result).Inc()
+	// Both results' series exist once a kind was corrected: an error
+	// rate is then 0, not absent.
+	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultError)
+	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultSuccess)
 	c.statuses.Add(s.key)
 	c.mu.Unlock()
 
@@ -294,6 +298,7 @@ func (c *Controller) observeApply(r apply.Result) {
 		result = metrics.ResultError
 	}
 	c.metrics.ApplyDuration.WithLabelValues(result).Observe(r.Duration.Seconds())
+	c.metrics.ApplyDuration.WithLabelValues(metrics.ResultError) // exists from the first apply: a rate of 0, not absent
 }
 
 // recordApplyError files a failed apply as a conflict or a failure. The
