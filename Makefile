@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test tools lint vet staticcheck unit clean
+.PHONY: all build demo test tools deps lint vet staticcheck unit clean
 
 all: build
 
@@ -40,10 +40,25 @@ staticcheck: $(STATICCHECK)
 
 lint: vet staticcheck
 
-# Every test: unit tests and integration tests on the real control plane.
-# go test's own summary comes last.
-test: tools lint ## vet, staticcheck, then every test
+deps: ## Prometheus and promtool (Debian's prometheus package) and python3 for the monitoring tests
+	@missing=(); \
+	for c in prometheus:prometheus promtool:prometheus python3:python3; do \
+		command -v $${c%%:*} >/dev/null || missing+=($${c#*:}); \
+	done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+		if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then \
+			echo "make deps: install $${missing[*]} (Debian packages; as root: apt-get install $${missing[*]})" >&2; exit 1; \
+		fi; \
+		echo "installing $${missing[*]}" >&2; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $${missing[*]} >/dev/null; \
+	fi
+
+# Every test: unit tests, integration tests on the real control plane (one
+# of them with a real Prometheus), then the alert rules' and dashboard's
+# checks. go test's own summary comes before the promtool checks.
+test: tools deps lint ## vet, staticcheck, every test, promtool checks
 	go test -count=1 -timeout 40m ./...
+	test/promtool.sh
 
 clean:
 	rm -rf bin
