@@ -134,9 +134,20 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 	c.watches = newWatches(c)
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(source, 0, opts.Namespace, nil)
 	c.bundles = factory.ForResource(manifests.BundleGVR).Informer()
+	// The source connection: lost on a watch error, back once the Bundle
+	// watch delivers again (after a re-list every Bundle is delivered anew)
+	// or a status write succeeds.
+	_ = c.bundles.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		c.metrics.SourceConnected.Set(0)
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}) // fails only once the informer runs; it has not started
 	_, _ = c.bundles.AddEventHandler(cache.ResourceEventHandlerFuncs{ // fails only once stopped
-		AddFunc: c.enqueueBundle,
+		AddFunc: func(obj any) {
+			c.connected()
+			c.enqueueBundle(obj)
+		},
 		UpdateFunc: func(old, obj any) {
+			c.connected()
 			// Our own status writes change neither generation nor
 			// deletion state, and the finalizer a sync adds is already
 			// known to that sync: they need no further sync (a sync of a
@@ -151,6 +162,13 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 		DeleteFunc: c.enqueueBundle,
 	})
 	return c
+}
+
+// connected marks the source cluster reachable, once the workers run.
+func (c *Controller) connected() {
+	if c.synced.Load() {
+		c.metrics.SourceConnected.Set(1)
+	}
 }
 
 func hasFinalizer(u *unstructured.Unstructured) bool {

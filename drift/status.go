@@ -52,6 +52,7 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 	if err != nil {
 		return fmt.Errorf("bundle %s: status update: %w", key, err)
 	}
+	c.connected()
 	return nil
 }
 
