@@ -172,8 +172,16 @@ resources:
 	})
 
 	// The exposition itself: promtool's lint finds nothing.
+	exposition := agent.scrape(t)
+	var ours []string
+	for _, l := range strings.Split(exposition, "\n") {
+		if strings.HasPrefix(l, "driftwatch_") && !strings.Contains(l, "_bucket{") {
+			ours = append(ours, l)
+		}
+	}
+	t.Logf("driftwatch's series after the scenario:\n%s", strings.Join(ours, "\n"))
 	check := exec.Command("promtool", "check", "metrics")
-	check.Stdin = strings.NewReader(agent.scrape(t))
+	check.Stdin = strings.NewReader(exposition)
 	if out, err := check.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("promtool check metrics on the agent's /metrics: %v\n%s", err, out)
 	}
