@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test tools deps lint vet staticcheck unit clean
+.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke FORCE
 
 all: build
 
@@ -55,10 +55,40 @@ deps: ## Prometheus and promtool (Debian's prometheus package) and python3 for t
 
 # Every test: unit tests, integration tests on the real control plane (one
 # of them with a real Prometheus), then the alert rules' and dashboard's
-# checks. go test's own summary comes before the promtool checks.
-test: tools deps lint ## vet, staticcheck, every test, promtool checks
+# checks, then a smoke run of the benchmark (so that it cannot rot). go
+# test's own summary comes before the promtool checks.
+test: tools deps lint build ## vet, staticcheck, every test, promtool checks, benchmark smoke run
 	go test -count=1 -timeout 40m ./...
 	test/promtool.sh
+	@$(MAKE) --no-print-directory bench-smoke
+
+bin/bench: FORCE
+	go build -o bin/bench ./test/bench
+
+# The benchmark (test/bench): a control plane of its own, the agent from
+# this checkout as a separate process, the baselines in the same run. A table
+# on stdout, bin/bench.json and bin/bench.svg. About 20 min, 10 of them the
+# idle window (-idle-window). BENCH_FLAGS adds flags (bin/bench -h lists them).
+bench: tools build bin/bench ## the benchmark: 10,000 ConfigMaps + 100 Deployments beside its baselines and targets
+	bin/bench $(BENCH_FLAGS)
+
+# The same figures at growing object counts, a fresh control plane each;
+# stops with a message before a size that would exceed the time budget
+# (-sweep-budget, 4 h) or the memory available.
+bench-sweep: tools build bin/bench ## the benchmark at 1k, 5k, 10k, 20k and 50k ConfigMaps (hours)
+	bin/bench -sweep 1000,5000,10000,20000,50000 -idle-window 2m -out bin/bench-sweep $(BENCH_FLAGS)
+
+# 300 objects in under a minute. Fails when a figure cannot be measured or a
+# correctness check fails (sync, every edit reverted, no writes in a re-sync
+# of unchanged Bundles), never on a missed performance target. The table
+# goes to bin/bench-smoke.txt and is printed when the run fails.
+bench-smoke: tools build bin/bench
+	@if bin/bench -objects 300 -deployments 10 -edits 40 -burst 50 -idle-window 5s -settle-timeout 15s \
+		-out bin/bench-smoke >bin/bench-smoke.txt 2>bin/bench-smoke.log; then \
+		echo "benchmark smoke run: ok; $$(grep '^targets:' bin/bench-smoke.txt); $$(tail -1 bin/bench-smoke.txt); table in bin/bench-smoke.txt"; \
+	else cat bin/bench-smoke.txt bin/bench-smoke.log; echo "benchmark smoke run: FAILED"; exit 1; fi
 
 clean:
 	rm -rf bin
+
+FORCE:

@@ -1,0 +1,206 @@
+package main
+
+// The agent under test: the driftwatch binary built from the checkout, a
+// separate process whose memory (/proc), CPU time (/proc) and Go heap (its
+// /metrics) are read from outside.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/driftwatch/driftwatch/test/cluster"
+)
+
+// agentProc is a running agent.
+type agentProc struct {
+	cmd         *exec.Cmd
+	metricsPort int
+	healthPort  int
+	logPath     string
+	done        chan struct{} // closed once the process has exited
+	err         error         // its exit status, read after done
+}
+
+// startAgent runs bin as an agent of user alice against c, watching
+// Bundles in bundleNamespace, its output in logPath.
+func startAgent(c *cluster.Cluster, bin, logPath, extraEnv string) (*agentProc, error) {
+	ports, err := cluster.FreePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	a := &agentProc{metricsPort: ports[0], healthPort: ports[1], logPath: logPath, done: make(chan struct{})}
+	a.cmd = exec.Command(bin, "agent", "--kubeconfig", c.Kubeconfig(agentUser), "--namespace", bundleNamespace,
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", a.metricsPort),
+		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort), "--profiling")
+	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
+	a.cmd.Env = os.Environ()
+	if extraEnv != "" {
+		a.cmd.Env = append(a.cmd.Env, strings.Split(extraEnv, ",")...)
+	}
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := a.cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("starting the agent %s: %w", bin, err)
+	}
+	go func() {
+		a.err = a.cmd.Wait()
+		logFile.Close()
+		close(a.done)
+	}()
+	return a, nil
+}
+
+// exited returns an error if the agent is no longer running.
+func (a *agentProc) exited() error {
+	select {
+	case <-a.done:
+		return fmt.Errorf("the agent exited (%v); its log: %s", a.err, a.logPath)
+	default:
+		return nil
+	}
+}
+
+// waitReady waits until the agent answers /readyz.
+func (a *agentProc) waitReady(ctx context.Context) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", a.healthPort)
+	return wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := a.exited(); err != nil {
+			return false, err
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+}
+
+// stop sends SIGTERM and waits for the agent to exit, then kills it.
+func (a *agentProc) stop() {
+	_ = a.cmd.Process.Signal(syscall.SIGTERM) // it may have exited already
+	select {
+	case <-a.done:
+		return
+	case <-time.After(10 * time.Second):
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.done
+}
+
+// memory is a process's resident set and Go heap.
+type memory struct {
+	RSS  float64 `json:"rss_bytes"`
+	Heap float64 `json:"heap_alloc_bytes"`
+}
+
+// memory reads the agent's RSS and its go_memstats_heap_alloc_bytes; a
+// figure that cannot be read is an error.
+func (a *agentProc) memory() (memory, error) {
+	rss, err := procRSS(a.cmd.Process.Pid)
+	if err != nil {
+		return memory{}, err
+	}
+	heap, err := a.scrape("go_memstats_heap_alloc_bytes")
+	if err != nil {
+		return memory{}, err
+	}
+	return memory{RSS: rss, Heap: heap}, nil
+}
+
+// cpu returns the CPU seconds (user and system) the agent has used.
+func (a *agentProc) cpu() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ
+}
+
+// scrape reads one unlabelled sample from the agent's /metrics.
+func (a *agentProc) scrape(name string) (float64, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", a.metricsPort))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in the agent's /metrics", name)
+}
+
+// memBreakdown reads the agent's Go memory statistics from /metrics.
+func (a *agentProc) memBreakdown() string {
+	mib := func(name string) float64 { v, _ := a.scrape(name); return v / (1 << 20) }
+	gc, _ := a.scrape("go_gc_duration_seconds_count")
+	return fmt.Sprintf("heap in use %.1f MiB, idle %.1f MiB (released %.1f), stacks %.1f MiB, runtime other %.1f MiB, obtained from OS %.1f MiB, GC cycles %.0f",
+		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes"), mib("go_memstats_heap_released_bytes"),
+		mib("go_memstats_stack_inuse_bytes"), mib("go_memstats_other_sys_bytes")+mib("go_memstats_gc_sys_bytes")+mib("go_memstats_mspan_sys_bytes"),
+		mib("go_memstats_sys_bytes"), gc)
+}
+
+// fetch saves the body of url (the agent's heap profile) to path.
+func fetch(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// procRSS reads VmRSS of a process, in bytes.
+func procRSS(pid int) (float64, error) { return procStatus(pid, "VmRSS:") }
+
+// procStatus reads a kB field of /proc/PID/status, in bytes.
+func procStatus(pid int, field string) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field) {
+			f := strings.Fields(l)
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no " + field + " in /proc/" + strconv.Itoa(pid) + "/status")
+}

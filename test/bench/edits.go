@@ -1,0 +1,250 @@
+package main
+
+// Edit → reverted: out-of-band edits one at a time at a fixed rate, the
+// agent's objects and the floor's interleaved, each timed from the edit's
+// API response until the benchmark's watch sees the object restored; and
+// the burst: many ConfigMaps edited at once, timed from the first edit
+// until the last is restored.
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+)
+
+// editKind is one kind of out-of-band edit.
+type editKind string
+
+const (
+	editCMPatch  editKind = "configmap-patch"
+	editScale    editKind = "deployment-scale"
+	editImage    editKind = "deployment-image"
+	editCMDelete editKind = "configmap-delete"
+)
+
+// editManager is the field manager of every edit.
+const editManager = "bench-edit"
+
+// restoreTimeout bounds one restoration; missing it fails the run.
+const restoreTimeout = 30 * time.Second
+
+// edit is one planned edit of one object.
+type edit struct {
+	kind      editKind
+	key       objKey
+	value     string // the ConfigMap's declared value
+	namespace string
+}
+
+// planEdits spreads n edits of the agent's objects over its ConfigMaps
+// (stepping by a prime, so over namespaces and Bundles) and Deployments
+// (round-robin over namespaces), cycling through the four kinds. No object
+// is edited twice the same way, so no edit can look like a fight. It also
+// returns the ConfigMaps it used.
+func planEdits(w *workload, n int) ([]edit, map[int]bool) {
+	used := map[int]bool{}
+	next := 0
+	nextCM := func() int {
+		for {
+			i := (next * 7919) % w.configMaps
+			next++
+			if !used[i] || len(used) >= w.configMaps {
+				used[i] = true
+				return i
+			}
+		}
+	}
+	var plan []edit
+	scaled, imaged := 0, 0
+	for k := 0; k < n; k++ {
+		kind := []editKind{editCMPatch, editScale, editImage, editCMDelete}[k%4]
+		switch {
+		case kind == editScale && scaled < w.deployments:
+			d := scaled
+			scaled++
+			ns := nsName(agentPrefix, w.nsOfDep(d))
+			plan = append(plan, edit{kind: kind, key: objKey{"Deployment", ns, depName(d)}, namespace: ns})
+			continue
+		case kind == editImage && imaged < w.deployments:
+			// From the other end, so that scales and image edits meet
+			// different Deployments first.
+			d := w.deployments - 1 - imaged
+			imaged++
+			ns := nsName(agentPrefix, w.nsOfDep(d))
+			plan = append(plan, edit{kind: kind, key: objKey{"Deployment", ns, depName(d)}, namespace: ns})
+			continue
+		case kind != editCMDelete:
+			kind = editCMPatch
+		}
+		i := nextCM()
+		ns := nsName(agentPrefix, w.nsOfCM(i))
+		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", ns, cmName(i)}, value: cmValue(i), namespace: ns})
+	}
+	return plan, used
+}
+
+// planFloorEdits alternates patches and deletes over the floor's objects.
+func planFloorEdits(f *floor, n int) []edit {
+	var plan []edit
+	for k := 0; k < n; k++ {
+		i := (k * 7919) % f.n
+		kind := editCMPatch
+		if k%2 == 1 {
+			kind = editCMDelete
+		}
+		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", floorNS, floorName(i)}, value: floorValue(i), namespace: floorNS})
+	}
+	return plan
+}
+
+// do makes the edit and returns when its API response arrived; the waiter
+// is registered first, so the edit's own event is never missed.
+func (e edit) do(ctx context.Context, kube kubernetes.Interface, obs *observer, seq int) (*waiter, time.Time, error) {
+	var w *waiter
+	var err error
+	switch e.kind {
+	case editCMPatch:
+		edited := fmt.Sprintf("edited-%d", seq)
+		w = obs.expect(e.key, cmValueIs(edited), cmValueIs(e.value))
+		_, err = kube.CoreV1().ConfigMaps(e.namespace).Patch(ctx, e.key.name, types.MergePatchType,
+			fmt.Appendf(nil, `{"data":{"key":%q}}`, edited), metav1.PatchOptions{FieldManager: editManager})
+	case editCMDelete:
+		w = obs.expect(e.key, isDeleted, exists)
+		err = kube.CoreV1().ConfigMaps(e.namespace).Delete(ctx, e.key.name, metav1.DeleteOptions{})
+	case editScale:
+		w = obs.expect(e.key, replicasAre(editReplicas), replicasAre(replicas))
+		scale := &autoscalingv1.Scale{ObjectMeta: metav1.ObjectMeta{Name: e.key.name, Namespace: e.namespace},
+			Spec: autoscalingv1.ScaleSpec{Replicas: editReplicas}}
+		_, err = kube.AppsV1().Deployments(e.namespace).UpdateScale(ctx, e.key.name, scale, metav1.UpdateOptions{FieldManager: editManager})
+	case editImage:
+		w = obs.expect(e.key, imageIs(imageV2), imageIs(imageV1))
+		_, err = kube.AppsV1().Deployments(e.namespace).Patch(ctx, e.key.name, types.StrategicMergePatchType,
+			fmt.Appendf(nil, `{"spec":{"template":{"spec":{"containers":[{"name":"app","image":%q}]}}}}`, imageV2),
+			metav1.PatchOptions{FieldManager: editManager})
+	}
+	at := time.Now()
+	if err != nil {
+		obs.forget(e.key, w)
+		return nil, at, fmt.Errorf("%s of %s: %w", e.kind, e.key, err)
+	}
+	return w, at, nil
+}
+
+// latency is one timed edit.
+type latency struct {
+	kind editKind
+	d    time.Duration
+}
+
+// runEdits makes the agent's and the floor's edits alternately, one every
+// interval, each waiting for the previous one's restoration.
+func runEdits(ctx context.Context, kube kubernetes.Interface, obs *observer, agentPlan, floorPlan []edit, interval time.Duration) (agent, fl []latency, err error) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for k := 0; k < max(len(agentPlan), len(floorPlan)); k++ {
+		for side, plan := range [][]edit{agentPlan, floorPlan} {
+			if k >= len(plan) {
+				continue
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+			e := plan[k]
+			w, at, err := e.do(ctx, kube, obs, 2*k+side)
+			if err != nil {
+				return nil, nil, err
+			}
+			restored, err := w.wait(ctx, e.key, restoreTimeout)
+			if err != nil {
+				who := []string{"the agent", "the floor"}[side]
+				return nil, nil, fmt.Errorf("edit %d (%s): %s did not revert it: %w", k, e.kind, who, err)
+			}
+			l := latency{kind: e.kind, d: max(restored.Sub(at), 0)}
+			if side == 0 {
+				agent = append(agent, l)
+			} else {
+				fl = append(fl, l)
+			}
+		}
+	}
+	return agent, fl, nil
+}
+
+// runBurst patches n of the agent's ConfigMaps (not in skip) at once with
+// 32 workers and returns the time from the first edit until every one was
+// seen restored.
+func runBurst(ctx context.Context, kube kubernetes.Interface, obs *observer, w *workload, n int, skip map[int]bool) (time.Duration, error) {
+	type target struct {
+		e edit
+		w *waiter
+	}
+	var targets []*target
+	for k := 0; len(targets) < n && k < w.configMaps; k++ {
+		i := (k*104729 + 13) % w.configMaps
+		if skip[i] {
+			continue
+		}
+		ns := nsName(agentPrefix, w.nsOfCM(i))
+		targets = append(targets, &target{e: edit{kind: editCMPatch, key: objKey{"ConfigMap", ns, cmName(i)}, value: cmValue(i), namespace: ns}})
+	}
+	if len(targets) < n {
+		return 0, fmt.Errorf("burst: only %d ConfigMaps left that were not edited, %d wanted", len(targets), n)
+	}
+	jobs := make([]func(context.Context) error, len(targets))
+	for j, t := range targets {
+		t.w = obs.expect(t.e.key, cmValueIs("burst"), cmValueIs(t.e.value))
+		jobs[j] = func(ctx context.Context) error {
+			_, err := kube.CoreV1().ConfigMaps(t.e.namespace).Patch(ctx, t.e.key.name, types.MergePatchType,
+				[]byte(`{"data":{"key":"burst"}}`), metav1.PatchOptions{FieldManager: editManager})
+			return err
+		}
+	}
+	start := time.Now()
+	if _, err := parallel(ctx, ceilingWorkers, jobs); err != nil {
+		return 0, fmt.Errorf("burst: %w", err)
+	}
+	var last time.Time
+	deadline := time.Now().Add(restoreTimeout + time.Duration(n)*10*time.Millisecond)
+	for _, t := range targets {
+		at, err := t.w.wait(ctx, t.e.key, time.Until(deadline))
+		if err != nil {
+			return 0, fmt.Errorf("burst: %w", err)
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	return last.Sub(start), nil
+}
+
+// quantiles of a set of latencies, in milliseconds.
+type quantiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+func quantilesOf(ls []latency, kind editKind) quantiles {
+	var ms []float64
+	for _, l := range ls {
+		if kind == "" || l.kind == kind {
+			ms = append(ms, float64(l.d)/float64(time.Millisecond))
+		}
+	}
+	if len(ms) == 0 {
+		return quantiles{}
+	}
+	sort.Float64s(ms)
+	q := func(p float64) float64 { return ms[int(p*float64(len(ms)-1)+0.5)] }
+	return quantiles{N: len(ms), P50: q(.5), P90: q(.9), P99: q(.99), Max: ms[len(ms)-1]}
+}
