@@ -6,10 +6,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -25,7 +28,7 @@ var ceilingLabels = map[string]string{"bench.driftwatch.io/set": "ceiling"}
 
 // runCeiling applies every object of w into the ceiling's namespaces and
 // returns how long it took, first request to last response.
-func runCeiling(ctx context.Context, kube kubernetes.Interface, w *workload) (time.Duration, error) {
+func runCeiling(ctx context.Context, kube kubernetes.Interface, w *workload, retries *atomic.Int64) (time.Duration, error) {
 	var jobs []func(context.Context) error
 	for i := 0; i < w.configMaps; i++ {
 		ns := nsName(ceilingPrefix, w.nsOfCM(i))
@@ -43,13 +46,13 @@ func runCeiling(ctx context.Context, kube kubernetes.Interface, w *workload) (ti
 			return err
 		})
 	}
-	return parallel(ctx, ceilingWorkers, jobs)
+	return parallel(ctx, ceilingWorkers, jobs, retries)
 }
 
 // runCeilingBurst re-applies n of the ceiling's ConfigMaps with a changed
 // value — n updates of existing objects, the work of restoring n edited
 // objects — and returns how long it took.
-func runCeilingBurst(ctx context.Context, kube kubernetes.Interface, w *workload, n int) (time.Duration, error) {
+func runCeilingBurst(ctx context.Context, kube kubernetes.Interface, w *workload, n int, retries *atomic.Int64) (time.Duration, error) {
 	var jobs []func(context.Context) error
 	for i := 0; i < min(n, w.configMaps); i++ {
 		ns := nsName(ceilingPrefix, w.nsOfCM(i))
@@ -59,12 +62,15 @@ func runCeilingBurst(ctx context.Context, kube kubernetes.Interface, w *workload
 			return err
 		})
 	}
-	return parallel(ctx, ceilingWorkers, jobs)
+	return parallel(ctx, ceilingWorkers, jobs, retries)
 }
 
 // parallel runs jobs on the given number of workers and returns the time
-// from the first start to the last end; the first error stops the rest.
-func parallel(parent context.Context, workers int, jobs []func(context.Context) error) (time.Duration, error) {
+// from the first start to the last end; the first error stops the rest. A
+// job that fails on a broken connection (see broken) is run again, at
+// most twice, and counted in retries (which may be nil): jobs must be
+// idempotent.
+func parallel(parent context.Context, workers int, jobs []func(context.Context) error, retries *atomic.Int64) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	next := make(chan func(context.Context) error)
@@ -79,7 +85,14 @@ func parallel(parent context.Context, workers int, jobs []func(context.Context) 
 		go func() {
 			defer wg.Done()
 			for job := range next {
-				if err := job(ctx); err != nil {
+				err := job(ctx)
+				for try := 0; try < 2 && broken(ctx, err); try++ {
+					if retries != nil {
+						retries.Add(1)
+					}
+					err = job(ctx)
+				}
+				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -106,4 +119,12 @@ feed:
 		return 0, err
 	}
 	return elapsed, nil
+}
+
+// broken reports whether a request failed for want of a connection (reset,
+// cut off), not with an answer of the API server: such a request may or
+// may not have taken effect.
+func broken(ctx context.Context, err error) bool {
+	var status apierrors.APIStatus
+	return err != nil && ctx.Err() == nil && !errors.As(err, &status)
 }

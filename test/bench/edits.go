@@ -9,7 +9,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -143,8 +145,10 @@ type latency struct {
 }
 
 // runEdits makes the agent's and the floor's edits alternately, one every
-// interval, each waiting for the previous one's restoration.
-func runEdits(ctx context.Context, kube kubernetes.Interface, obs *observer, agentPlan, floorPlan []edit, interval time.Duration) (agent, fl []latency, err error) {
+// interval, each waiting for the previous one's restoration. An edit whose
+// request broke off with the connection is dropped (it may or may not
+// have happened, so it cannot be timed) and counted.
+func runEdits(ctx context.Context, kube kubernetes.Interface, obs *observer, agentPlan, floorPlan []edit, interval time.Duration) (agent, fl []latency, dropped int, err error) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for k := 0; k < max(len(agentPlan), len(floorPlan)); k++ {
@@ -155,17 +159,22 @@ func runEdits(ctx context.Context, kube kubernetes.Interface, obs *observer, age
 			select {
 			case <-tick.C:
 			case <-ctx.Done():
-				return nil, nil, ctx.Err()
+				return nil, nil, dropped, ctx.Err()
 			}
 			e := plan[k]
 			w, at, err := e.do(ctx, kube, obs, 2*k+side)
+			if broken(ctx, err) {
+				fmt.Fprintf(os.Stderr, "bench: %s edit %d dropped: %v\n", time.Now().Format("15:04:05.000"), k, err)
+				dropped++
+				continue
+			}
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, dropped, err
 			}
 			restored, err := w.wait(ctx, e.key, restoreTimeout)
 			if err != nil {
 				who := []string{"the agent", "the floor"}[side]
-				return nil, nil, fmt.Errorf("edit %d (%s): %s did not revert it: %w", k, e.kind, who, err)
+				return nil, nil, dropped, fmt.Errorf("edit %d (%s): %s did not revert it: %w", k, e.kind, who, err)
 			}
 			l := latency{kind: e.kind, d: max(restored.Sub(at), 0)}
 			if side == 0 {
@@ -175,13 +184,13 @@ func runEdits(ctx context.Context, kube kubernetes.Interface, obs *observer, age
 			}
 		}
 	}
-	return agent, fl, nil
+	return agent, fl, dropped, nil
 }
 
 // runBurst patches n of the agent's ConfigMaps (not in skip) at once with
 // 32 workers and returns the time from the first edit until every one was
 // seen restored.
-func runBurst(ctx context.Context, kube kubernetes.Interface, obs *observer, w *workload, n int, skip map[int]bool) (time.Duration, error) {
+func runBurst(ctx context.Context, kube kubernetes.Interface, obs *observer, w *workload, n int, skip map[int]bool, retries *atomic.Int64) (time.Duration, error) {
 	type target struct {
 		e edit
 		w *waiter
@@ -208,7 +217,7 @@ func runBurst(ctx context.Context, kube kubernetes.Interface, obs *observer, w *
 		}
 	}
 	start := time.Now()
-	if _, err := parallel(ctx, ceilingWorkers, jobs); err != nil {
+	if _, err := parallel(ctx, ceilingWorkers, jobs, retries); err != nil {
 		return 0, fmt.Errorf("burst: %w", err)
 	}
 	var last time.Time

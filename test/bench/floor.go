@@ -43,6 +43,7 @@ type floor struct {
 	err     error                     // the first failed correction
 
 	corrections atomic.Int64
+	retries     *atomic.Int64 // requests repeated after a broken connection
 	stop        context.CancelFunc
 	done        chan struct{}
 }
@@ -51,13 +52,13 @@ func floorName(i int) string  { return fmt.Sprintf("floor-%04d", i) }
 func floorValue(i int) string { return fmt.Sprintf("value-%d", i) }
 
 // newFloor applies the floor's n ConfigMaps (32 workers).
-func newFloor(ctx context.Context, kube kubernetes.Interface, meta metadata.Interface, n int) (*floor, error) {
-	f := &floor{kube: kube, meta: meta, n: n, applied: map[string]*fieldpath.Set{}}
+func newFloor(ctx context.Context, kube kubernetes.Interface, meta metadata.Interface, n int, retries *atomic.Int64) (*floor, error) {
+	f := &floor{kube: kube, meta: meta, n: n, applied: map[string]*fieldpath.Set{}, retries: retries}
 	var jobs []func(context.Context) error
 	for i := 0; i < n; i++ {
 		jobs = append(jobs, func(ctx context.Context) error { return f.apply(ctx, floorName(i), floorValue(i)) })
 	}
-	if _, err := parallel(ctx, ceilingWorkers, jobs); err != nil {
+	if _, err := parallel(ctx, ceilingWorkers, jobs, retries); err != nil {
 		return nil, fmt.Errorf("floor objects: %w", err)
 	}
 	return f, nil
@@ -154,7 +155,12 @@ func (f *floor) correct(ctx context.Context, name string) {
 	if _, err := fmt.Sscanf(name, "floor-%d", &i); err != nil {
 		return // not one of ours
 	}
-	if err := f.apply(ctx, name, floorValue(i)); err != nil {
+	err := f.apply(ctx, name, floorValue(i))
+	for try := 0; try < 2 && broken(ctx, err); try++ {
+		f.retries.Add(1)
+		err = f.apply(ctx, name, floorValue(i))
+	}
+	if err != nil {
 		if ctx.Err() == nil {
 			f.fail(err)
 		}

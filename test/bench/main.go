@@ -33,6 +33,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -216,13 +217,15 @@ func runSize(ctx context.Context, o options, cms int) (r *runResult, err error) 
 
 	// Baselines first, while nothing else runs.
 	logf("ceiling: server-side apply of %s objects, %d workers", thousands(w.objects()), ceilingWorkers)
-	d, err := runCeiling(ctx, e.kube, w)
+	var retries atomic.Int64
+	defer func() { r.RetriedRequests = int(retries.Load()) }()
+	d, err := runCeiling(ctx, e.kube, w, &retries)
 	if err != nil {
 		return r, fmt.Errorf("ceiling: %w", err)
 	}
 	r.Ceiling = ceilingFigures{Workers: ceilingWorkers, Seconds: d.Seconds(), ObjectsPerSecond: float64(w.objects()) / d.Seconds()}
 	r.Ceiling.BurstObjects = min(o.burst, cms)
-	if d, err = runCeilingBurst(ctx, e.kube, w, r.Ceiling.BurstObjects); err != nil {
+	if d, err = runCeilingBurst(ctx, e.kube, w, r.Ceiling.BurstObjects, &retries); err != nil {
 		return r, fmt.Errorf("ceiling burst: %w", err)
 	}
 	r.Ceiling.BurstSeconds = d.Seconds()
@@ -311,7 +314,7 @@ func runSize(ctx context.Context, o options, cms int) (r *runResult, err error) 
 
 	// 2. Edit → reverted, the agent's and the floor's edits interleaved.
 	logf("floor: %d ConfigMaps", o.floorObjects)
-	fl, err := newFloor(ctx, e.kube, e.meta, o.floorObjects)
+	fl, err := newFloor(ctx, e.kube, e.meta, o.floorObjects, &retries)
 	if err != nil {
 		return r, err
 	}
@@ -326,14 +329,18 @@ func runSize(ctx context.Context, o options, cms int) (r *runResult, err error) 
 	defer obs.close()
 	agentPlan, used := planEdits(w, o.edits)
 	logf("edits: %d of the agent's objects and %d of the floor's, one every %s", len(agentPlan), o.edits, o.editInterval)
-	r.agentLat, r.floorLat, err = runEdits(ctx, e.kube, obs, agentPlan, planFloorEdits(fl, o.edits), o.editInterval)
+	var dropped int
+	r.agentLat, r.floorLat, dropped, err = runEdits(ctx, e.kube, obs, agentPlan, planFloorEdits(fl, o.edits), o.editInterval)
 	if ferr := fl.failure(); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
 	if err != nil {
 		return r, err
 	}
-	r.Edits = editFigures{IntervalMS: float64(o.editInterval) / float64(time.Millisecond),
+	if dropped > o.edits/10 {
+		return r, fmt.Errorf("%d of %d edits dropped on broken connections: too few left to measure", dropped, 2*o.edits)
+	}
+	r.Edits = editFigures{IntervalMS: float64(o.editInterval) / float64(time.Millisecond), Dropped: dropped,
 		Agent: quantilesOf(r.agentLat, ""), Floor: quantilesOf(r.floorLat, ""),
 		AgentByKind: map[string]quantiles{}, FloorByKind: map[string]quantiles{}}
 	for _, k := range []editKind{editCMPatch, editCMDelete, editScale, editImage} {
@@ -354,7 +361,7 @@ func runSize(ctx context.Context, o options, cms int) (r *runResult, err error) 
 	r.Burst.Objects = min(o.burst, cms-len(used))
 	logf("burst: %d ConfigMaps at once", r.Burst.Objects)
 	burstStart := time.Now()
-	if d, err = runBurst(ctx, e.kube, obs, w, r.Burst.Objects, used); err != nil {
+	if d, err = runBurst(ctx, e.kube, obs, w, r.Burst.Objects, used, &retries); err != nil {
 		return r, err
 	}
 	r.Burst.Seconds, r.Burst.CeilingSeconds = d.Seconds(), r.Ceiling.BurstSeconds

@@ -35,8 +35,11 @@ type runResult struct {
 	Failures []string `json:"failures,omitempty"`
 	// PeakRSS is the control plane's and the agent's peak RSS together,
 	// used to decide whether the next size of a sweep fits in memory.
-	PeakRSS        float64 `json:"peak_rss_control_plane_and_agent_bytes"`
-	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	PeakRSS float64 `json:"peak_rss_control_plane_and_agent_bytes"`
+	// RetriedRequests are the benchmark's own requests repeated after a
+	// broken connection (idempotent ones only).
+	RetriedRequests int     `json:"bench_requests_retried_after_broken_connection"`
+	ElapsedSeconds  float64 `json:"elapsed_seconds"`
 
 	agentLat, floorLat []latency
 }
@@ -74,6 +77,7 @@ type resyncFigures struct {
 
 type editFigures struct {
 	IntervalMS  float64              `json:"interval_ms"`
+	Dropped     int                  `json:"dropped_on_broken_connection"`
 	Agent       quantiles            `json:"driftwatch"`
 	AgentByKind map[string]quantiles `json:"driftwatch_by_kind"`
 	Floor       quantiles            `json:"floor"`
@@ -288,6 +292,9 @@ func printRun(w io.Writer, r *runResult) {
 		if t.Met {
 			met++
 		}
+	}
+	if r.RetriedRequests > 0 || r.Edits.Dropped > 0 {
+		fmt.Fprintf(w, "broken connections of the benchmark's own client: %d requests retried, %d edits dropped\n", r.RetriedRequests, r.Edits.Dropped)
 	}
 	fmt.Fprintf(w, "targets: %d of %d met\n", met, len(r.Targets))
 	for _, f := range r.Failures {
