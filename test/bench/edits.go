@@ -257,3 +257,12 @@ func quantilesOf(ls []latency, kind editKind) quantiles {
 	q := func(p float64) float64 { return ms[int(p*float64(len(ms)-1)+0.5)] }
 	return quantiles{N: len(ms), P50: q(.5), P90: q(.9), P99: q(.99), Max: ms[len(ms)-1]}
 }
+
+// samples groups latencies by kind, in milliseconds.
+func samples(ls []latency) map[string][]float64 {
+	m := map[string][]float64{}
+	for _, l := range ls {
+		m[string(l.kind)] = append(m[string(l.kind)], float64(l.d.Microseconds())/1000)
+	}
+	return m
+}

@@ -84,6 +84,11 @@ type editFigures struct {
 	FloorByKind map[string]quantiles `json:"floor_by_kind"`
 	RatioP50    float64              `json:"p50_ratio_to_floor"`
 	RatioP99    float64              `json:"p99_ratio_to_floor"`
+	// Samples are every latency in the order of the edits, by kind; 0
+	// when the benchmark's watch saw the restoration before the edit's
+	// own response arrived.
+	AgentSamples map[string][]float64 `json:"driftwatch_samples_ms"`
+	FloorSamples map[string][]float64 `json:"floor_samples_ms"`
 }
 
 type burstFigures struct {

@@ -216,6 +216,7 @@ func (s *sizeRun) edits(ctx context.Context) error {
 			r.Edits.FloorByKind[string(k)] = q
 		}
 	}
+	r.Edits.AgentSamples, r.Edits.FloorSamples = samples(r.agentLat), samples(r.floorLat)
 	r.Edits.RatioP50 = r.Edits.Agent.P50 / r.Edits.Floor.P50
 	r.Edits.RatioP99 = r.Edits.Agent.P99 / r.Edits.Floor.P99
 
