@@ -101,6 +101,9 @@ type Controller struct {
 	// kinds maps the resource types of declared objects to their kinds,
 	// so that an informer event finds its object's reference.
 	kinds map[schema.GroupVersionResource]string
+	// holding counts, per resource type, the syncs in progress that watch
+	// it before their state records it: stopUnusedWatches keeps those.
+	holding map[schema.GroupVersionResource]int
 	// rsOwners maps ReplicaSets to their Deployment ("" for none), for
 	// crashing Pods; crashRuns holds, per Pod, the failed runs counted.
 	rsOwners  map[types.NamespacedName]string
@@ -122,6 +125,7 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 		states:    map[types.NamespacedName]*bundleState{},
 		byLabel:   map[string]types.NamespacedName{},
 		kinds:     map[schema.GroupVersionResource]string{},
+		holding:   map[schema.GroupVersionResource]int{},
 		rsOwners:  map[types.NamespacedName]string{},
 		crashRuns: map[types.UID]map[string]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),

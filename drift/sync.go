@@ -49,8 +49,13 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	}
 	s.spec, s.generation = b.Spec, b.Generation
 	c.mu.Unlock()
+	// The informers this sync starts are held until it has recorded what
+	// it declared: another Bundle's sync that ends meanwhile must not stop
+	// them as unused.
+	held := map[schema.GroupVersionResource]bool{}
+	defer c.release(held)
 	if isNew {
-		c.watchPreviousKinds(ctx, s)
+		c.watchPreviousKinds(ctx, s, held)
 	}
 	if b.Spec.Paused {
 		// Paused: nothing is applied, corrected or pruned; what was applied
@@ -78,7 +83,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	declared := len(objs) + len(decodeErrs)
 	c.declared.Add(int64(declared))
 	objs = nil // first and rest hold the objects; applyStage drops each once it is converted
-	plan := &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, seen: map[manifests.ObjectRef]string{}}
+	plan := &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, seen: map[manifests.ObjectRef]string{}, held: held}
 	results := c.applyStage(ctx, s, b, first, plan)
 	var crds []string
 	for _, r := range results {
@@ -193,6 +198,8 @@ type plan struct {
 	// recheck are objects re-baselined after a restart that lost declared
 	// fields while no agent watched: checked once the state is recorded.
 	recheck []apply.Desired
+	// held are the resource types this sync holds (Controller.hold).
+	held map[schema.GroupVersionResource]bool
 }
 
 // applyStage resolves, admits and applies one stage's objects with
@@ -227,6 +234,7 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 		p.desired[ref] = d
 		c.mu.Lock()
 		c.kinds[d.GVR] = d.Ref.Kind
+		c.hold(p.held, gvr)
 		c.mu.Unlock()
 		if err := c.watches.Ensure(ctx, gvr); err != nil {
 			p.problems[ref] = problem{state: manifests.StateFailed, message: err.Error()}
@@ -404,7 +412,7 @@ func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []appl
 // agent was not running are seen, and pruned, on its first sync. A missing
 // parent is a Bundle never applied; other errors only mean that such
 // leftovers are not pruned, which the status does not hide.
-func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState) {
+func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState, held map[schema.GroupVersionResource]bool) {
 	ref := manifests.ObjectRef{Kind: "ConfigMap", Namespace: s.set.ParentNamespace, Name: s.set.ParentName}
 	parent, err := c.applier.Get(ctx, apply.Desired{Ref: ref, GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}})
 	if err != nil || parent == nil {
@@ -416,6 +424,9 @@ func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState) {
 			c.logger.V(2).Info("Kind of a previous sync is gone", "bundle", s.key, "kind", gk, "err", err)
 			continue
 		}
+		c.mu.Lock()
+		c.hold(held, gvr)
+		c.mu.Unlock()
 		if err := c.watches.Ensure(ctx, gvr); err != nil {
 			c.logger.Error(err, "Cannot watch a kind of a previous sync", "bundle", s.key, "resource", gvr)
 		}
@@ -494,20 +505,45 @@ func (s *bundleState) kindsAndNamespaces() ([]schema.GroupKind, []string) {
 	return kinds, nss
 }
 
-// stopUnusedWatches stops informers whose resource type no Bundle uses.
+// stopUnusedWatches stops informers whose resource type no Bundle uses
+// and no sync in progress holds. It holds c.mu throughout, so that a sync
+// either holds a type before the check or starts its informer anew after.
 func (c *Controller) stopUnusedWatches() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	used := map[schema.GroupVersionResource]bool{}
+	for gvr := range c.holding {
+		used[gvr] = true
+	}
 	for _, s := range c.states {
 		for _, d := range s.desired {
 			used[d.GVR] = true
 		}
 	}
-	c.mu.Unlock()
 	for _, gvr := range c.watches.Running() {
 		if !used[gvr] {
 			c.watches.Stop(gvr)
 			c.metrics.WatchedObjects.DeleteLabelValues(gvr.Group, gvr.Version, gvr.Resource)
+		}
+	}
+}
+
+// hold marks gvr as watched by the sync whose held set this is, once per
+// sync. The caller holds c.mu.
+func (c *Controller) hold(held map[schema.GroupVersionResource]bool, gvr schema.GroupVersionResource) {
+	if !held[gvr] {
+		held[gvr] = true
+		c.holding[gvr]++
+	}
+}
+
+// release ends a sync's holds.
+func (c *Controller) release(held map[schema.GroupVersionResource]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for gvr := range held {
+		if c.holding[gvr]--; c.holding[gvr] <= 0 {
+			delete(c.holding, gvr)
 		}
 	}
 }
