@@ -68,7 +68,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics")
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
-	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers; each applies up to twice as many objects at once")
+	fs.IntVar(&f.concurrency, "concurrency", 4, "bundle workers; together they apply up to 8 times as many objects at once")
 	fs.BoolVar(&f.profiling, "profiling", false, "serve /debug/pprof/ on the metrics address")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "run only while holding the Lease driftwatch-leader in --namespace of the target cluster (for more than one replica)")
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
@@ -127,7 +127,12 @@ func agent(ctx context.Context, f agentFlags) error {
 	target = rest.CopyConfig(target)
 	target.QPS, target.Burst = 500, 1000
 	target.UserAgent = "driftwatch"
+	// Status writes and events go to the source cluster: at client-go's
+	// default 5 QPS a burst of 1,000 corrections left them trailing for
+	// minutes (measured by make bench). A burst is short; at rest the
+	// agent writes nothing.
 	source = rest.CopyConfig(source)
+	source.QPS, source.Burst = 50, 100
 	source.UserAgent = "driftwatch"
 
 	targetDyn, err := dynamic.NewForConfig(target)
@@ -162,7 +167,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: f.fieldManager})
 
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	applier := apply.New(targetDyn, targetMeta, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 2 * f.concurrency})
+	applier := apply.New(targetDyn, targetMeta, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 8 * f.concurrency})
 	if err := ensureNamespace(ctx, targetDyn, f.namespace, f.fieldManager); err != nil {
 		return err
 	}

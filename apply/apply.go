@@ -32,7 +32,8 @@ import (
 type Options struct {
 	// FieldManager is the server-side apply field manager.
 	FieldManager string
-	// Concurrency bounds the applies in flight for one batch.
+	// Concurrency bounds the applies in flight: shared by every sync, so
+	// that one large Bundle can use them all.
 	Concurrency int
 }
 
@@ -85,7 +86,7 @@ func (a *Applier) ListMetadata(ctx context.Context, gvr schema.GroupVersionResou
 	}
 }
 
-// Concurrency returns how many applies of one batch may be in flight.
+// Concurrency returns how many applies may be in flight at once.
 func (a *Applier) Concurrency() int { return a.opts.Concurrency }
 
 // KindFor returns the kind of a resource, for messages.

@@ -40,6 +40,11 @@ type Options struct {
 	ParentNamespace string
 	// Workers is the number of bundle sync workers.
 	Workers int
+	// FixWorkers is the number of correction workers; 0 means 8 per
+	// bundle worker. A correction is one apply that waits on the API
+	// server, so a burst of drift is corrected as fast as the server
+	// accepts applies only with many in flight.
+	FixWorkers int
 	// ResyncPeriod is the safety-net check of every owned object against
 	// the cache (no API calls).
 	ResyncPeriod time.Duration
@@ -92,8 +97,12 @@ type Controller struct {
 
 	// syncing counts bundle syncs in progress; declared counts the
 	// objects they declared since memory was last released.
-	syncing  atomic.Int32
-	declared atomic.Int64
+	syncing atomic.Int32
+	// applySlots bounds the applies in flight across all syncs
+	// (apply.Options.Concurrency): a large Bundle syncing alone uses
+	// every slot, many small ones share them.
+	applySlots chan struct{}
+	declared   atomic.Int64
 
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
@@ -122,12 +131,13 @@ func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches
 	recorder record.EventRecorder, opts Options) *Controller {
 	c := &Controller{
 		source: source, applier: applier, metrics: m, recorder: recorder, opts: opts,
-		states:    map[types.NamespacedName]*bundleState{},
-		byLabel:   map[string]types.NamespacedName{},
-		kinds:     map[schema.GroupVersionResource]string{},
-		holding:   map[schema.GroupVersionResource]int{},
-		rsOwners:  map[types.NamespacedName]string{},
-		crashRuns: map[types.UID]map[string]bool{},
+		states:     map[types.NamespacedName]*bundleState{},
+		byLabel:    map[string]types.NamespacedName{},
+		kinds:      map[schema.GroupVersionResource]string{},
+		holding:    map[schema.GroupVersionResource]int{},
+		applySlots: make(chan struct{}, applier.Concurrency()),
+		rsOwners:   map[types.NamespacedName]string{},
+		crashRuns:  map[types.UID]map[string]bool{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles", MetricsProvider: opts.QueueMetrics}),
 		fixes: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[fixKey](),
@@ -223,8 +233,14 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	fixWorkers := c.opts.FixWorkers
+	if fixWorkers <= 0 {
+		fixWorkers = 8 * c.opts.Workers
+	}
 	for i := 0; i < c.opts.Workers; i++ {
 		run(c.processBundle)
+	}
+	for i := 0; i < fixWorkers; i++ {
 		run(c.processFix)
 	}
 	run(c.processStatus)

@@ -246,13 +246,12 @@ func (c *Controller) applyStage(ctx context.Context, s *bundleState, b *manifest
 	known := c.listUnseen(ctx, s, todo)
 	results := make([]apply.Result, len(todo))
 	force := b.Spec.Drift.ForceEnabled()
-	sem := make(chan struct{}, c.applier.Concurrency())
 	var wg sync.WaitGroup
 	for i, d := range todo {
 		wg.Add(1)
-		sem <- struct{}{}
+		c.applySlots <- struct{}{}
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() { <-c.applySlots; wg.Done() }()
 			results[i] = c.applyOne(ctx, s, b, d, force, p, known)
 		}()
 	}
@@ -626,22 +625,31 @@ func (c *Controller) forget(key types.NamespacedName) {
 // the state recorded: its next sync takes over.
 var errBundleChanged = errors.New("the bundle changed since its last sync")
 
-// render rebuilds the request body of a desired object from the cached
-// Bundle, exactly as the sync built it (decode, resolve, stamp), and checks
+// render rebuilds the request body of a desired object from the Bundle's
+// spec of its last sync, exactly as the sync built it (decode, resolve,
+// stamp), while the cached Bundle still has that generation, and checks
 // that it is the same content.
 func (c *Controller) render(s *bundleState, d apply.Desired) (apply.Desired, error) {
 	if d.JSON != nil {
 		return d, nil
 	}
-	u, b, err := c.bundleFromCache(s.key)
-	if err != nil || u == nil {
+	// The spec of the last sync serves while the cached Bundle has the
+	// same generation: no conversion of the whole Bundle per correction.
+	cached, exists, err := c.bundles.GetStore().GetByKey(s.key.String())
+	if err != nil || !exists {
 		return d, fmt.Errorf("bundle %s: %w", s.key, errBundleChanged)
 	}
-	obj, err := manifests.DecodeAt(b.Spec.Resources, d.Locator)
+	c.mu.Lock()
+	spec, generation := s.spec, s.generation
+	c.mu.Unlock()
+	if cached.(*unstructured.Unstructured).GetGeneration() != generation {
+		return d, fmt.Errorf("bundle %s: %w", s.key, errBundleChanged)
+	}
+	obj, err := manifests.DecodeAt(spec.Resources, d.Locator)
 	if err != nil {
 		return d, fmt.Errorf("%s: %w", d.Ref, errBundleChanged)
 	}
-	gvr, err := c.applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
+	gvr, err := c.applier.Resolve(obj, spec.DefaultNamespace, spec.TargetNamespace)
 	if err != nil {
 		return d, err
 	}

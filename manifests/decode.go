@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,21 +31,33 @@ type Object struct {
 
 // Locator is where an object is declared: the index of its resource, the
 // 1-based number of its document, and its index in a List (-1 if none).
+// Offset and Len, when Len > 0, are the document's bytes in the decoded
+// resource, so that DecodeAt reads that document alone.
 type Locator struct {
 	Resource, Doc, Item int
+	Offset, Len         int32
 }
 
 // DecodeAt decodes the one object at loc, as Decode would, without
-// decoding the documents after it: a correction needs one object of a
-// Bundle, not all of them.
+// decoding the other documents: a correction needs one object of a
+// Bundle, not all of them. With the document's span it slices the
+// resource's content (no copy of the file, no split); without it, or when
+// the span no longer fits, it reads the documents up to loc.Doc.
 func DecodeAt(resources []Resource, loc Locator) (*unstructured.Unstructured, error) {
 	if loc.Resource < 0 || loc.Resource >= len(resources) {
 		return nil, fmt.Errorf("no resource %d", loc.Resource)
 	}
 	r := resources[loc.Resource]
+	start, end := int(loc.Offset), int(loc.Offset)+int(loc.Len)
+	if loc.Len > 0 && r.Encoding == EncodingNone && start >= 0 && end <= len(r.Content) {
+		return decodeAt(r.Name, loc, []byte(r.Content[start:end]))
+	}
 	raw, err := decodeContent(r)
 	if err != nil {
 		return nil, &DecodeError{Source: r.Name, Err: err}
+	}
+	if loc.Len > 0 && start >= 0 && end <= len(raw) {
+		return decodeAt(r.Name, loc, raw[start:end])
 	}
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
 	for doc := 1; doc <= loc.Doc; doc++ {
@@ -52,23 +65,27 @@ func DecodeAt(resources []Resource, loc Locator) (*unstructured.Unstructured, er
 		if err != nil {
 			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", r.Name, doc), Err: fmt.Errorf("document not found: %w", err)}
 		}
-		if doc < loc.Doc {
-			continue
+		if doc == loc.Doc {
+			return decodeAt(r.Name, loc, chunk)
 		}
-		u := &unstructured.Unstructured{}
-		if err := utilyaml.Unmarshal(chunk, &u.Object); err != nil {
-			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", r.Name, doc), Err: fmt.Errorf("invalid YAML: %w", err)}
-		}
-		if loc.Item < 0 {
-			return u, nil
-		}
-		list, err := u.ToList()
-		if err != nil || loc.Item >= len(list.Items) {
-			return nil, &DecodeError{Source: fmt.Sprintf("%s#%d[%d]", r.Name, doc, loc.Item), Err: fmt.Errorf("list item not found")}
-		}
-		return &list.Items[loc.Item], nil
 	}
 	return nil, &DecodeError{Source: r.Name, Err: fmt.Errorf("document %d not found", loc.Doc)}
+}
+
+// decodeAt decodes the object at loc from its document's bytes.
+func decodeAt(name string, loc Locator, chunk []byte) (*unstructured.Unstructured, error) {
+	u := &unstructured.Unstructured{}
+	if err := utilyaml.Unmarshal(chunk, &u.Object); err != nil {
+		return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", name, loc.Doc), Err: fmt.Errorf("invalid YAML: %w", err)}
+	}
+	if loc.Item < 0 {
+		return u, nil
+	}
+	list, err := u.ToList()
+	if err != nil || loc.Item >= len(list.Items) {
+		return nil, &DecodeError{Source: fmt.Sprintf("%s#%d[%d]", name, loc.Doc, loc.Item), Err: fmt.Errorf("list item not found")}
+	}
+	return &list.Items[loc.Item], nil
 }
 
 // DecodeError says which file and document could not be decoded, and why.
@@ -144,6 +161,7 @@ func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) 
 	var objs []Object
 	var errs []error
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	pos := 0 // where the next document starts, at the earliest
 	for doc := 1; ; doc++ {
 		chunk, err := reader.Read()
 		if err == io.EOF {
@@ -154,6 +172,7 @@ func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) 
 			errs = append(errs, &DecodeError{Source: source, Err: err})
 			break // the reader cannot resynchronise after a read error
 		}
+		span := spanOf(raw, &pos, chunk)
 		if isBlank(chunk) {
 			continue
 		}
@@ -178,7 +197,7 @@ func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) 
 					errs = append(errs, &DecodeError{Source: src, Err: err})
 					continue
 				}
-				objs = append(objs, Object{Object: &item, Source: src, Locator: Locator{resource, doc, i}})
+				objs = append(objs, Object{Object: &item, Source: src, Locator: Locator{resource, doc, i, span.Offset, span.Len}})
 			}
 			continue
 		}
@@ -186,9 +205,36 @@ func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) 
 			errs = append(errs, &DecodeError{Source: source, Err: err})
 			continue
 		}
-		objs = append(objs, Object{Object: u, Source: source, Locator: Locator{resource, doc, -1}})
+		objs = append(objs, Object{Object: u, Source: source, Locator: Locator{resource, doc, -1, span.Offset, span.Len}})
 	}
 	return objs, errs
+}
+
+// spanOf finds a document's bytes in raw, from *pos on, and moves *pos past
+// them. The reader returns a document's lines as they are in raw, after
+// its separator line, with each line ending in one "\n": the last line of
+// a file without a final newline lacks it in raw. Files with "\r\n" line
+// ends are not found (no span: DecodeAt scans); after one document is
+// not found, the rest are not searched.
+func spanOf(raw []byte, pos *int, chunk []byte) Locator {
+	if *pos < 0 {
+		return Locator{} // lost once: do not search the rest again
+	}
+	find := chunk
+	i := bytes.Index(raw[*pos:], find)
+	if i < 0 && len(find) > 0 && find[len(find)-1] == '\n' {
+		find = find[:len(find)-1]
+		i = bytes.Index(raw[*pos:], find)
+	}
+	if i < 0 || len(find) == 0 || *pos+i+len(find) > math.MaxInt32 {
+		if i < 0 {
+			*pos = -1
+		}
+		return Locator{}
+	}
+	start := *pos + i
+	*pos = start + len(find)
+	return Locator{Offset: int32(start), Len: int32(len(find))}
 }
 
 func validateObject(u *unstructured.Unstructured) error {

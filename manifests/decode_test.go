@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/api/equality"
 )
 
 func gz(s string) string {
@@ -102,21 +104,35 @@ func TestObjectRefString(t *testing.T) {
 
 func TestDecodeAtFindsWhatDecodeFound(t *testing.T) {
 	resources := []Resource{
-		{Name: "a.yaml", Content: "# c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: Secret, metadata: {name: c}}\n"},
+		{Name: "a.yaml", Content: "# c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n- {apiVersion: v1, kind: Secret, metadata: {name: c}}\n--- # next\napiVersion: v1\nkind: Secret\nmetadata: {name: e}\ndata: {k: dg==}"},
 		{Name: "b.yaml", Encoding: EncodingBase64Gzip, Content: gz("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: d}\n")},
+		{Name: "crlf.yaml", Content: "apiVersion: v1\r\nkind: ConfigMap\r\nmetadata: {name: f}\r\n---\r\napiVersion: v1\r\nkind: ConfigMap\r\nmetadata: {name: g}\r\n"},
 	}
 	objs, errs := Decode(resources)
-	if len(errs) != 0 || len(objs) != 4 {
+	if len(errs) != 0 || len(objs) != 7 {
 		t.Fatalf("Decode: %d objects, errors %v", len(objs), errs)
 	}
 	for _, o := range objs {
-		got, err := DecodeAt(resources, o.Locator)
-		if err != nil {
-			t.Fatalf("%s: %v", o.Source, err)
+		if o.Locator.Len == 0 && !strings.HasPrefix(o.Source, "crlf.yaml") {
+			t.Errorf("%s: no span in %+v", o.Source, o.Locator)
 		}
-		if got.GetName() != o.Object.GetName() || got.GetKind() != o.Object.GetKind() {
-			t.Errorf("%s at %+v: got %s %s, want %s %s", o.Source, o.Locator, got.GetKind(), got.GetName(), o.Object.GetKind(), o.Object.GetName())
+		// With the document's span, and without it (the scan).
+		scan := o.Locator
+		scan.Offset, scan.Len = 0, 0
+		for _, loc := range []Locator{o.Locator, scan} {
+			got, err := DecodeAt(resources, loc)
+			if err != nil {
+				t.Fatalf("%s at %+v: %v", o.Source, loc, err)
+			}
+			if !equality.Semantic.DeepEqual(got.Object, o.Object.Object) {
+				t.Errorf("%s at %+v: got %v, want %v", o.Source, loc, got.Object, o.Object.Object)
+			}
 		}
+	}
+	// A span that no longer fits the content falls back to the scan.
+	short := []Resource{{Name: "a.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}}
+	if got, err := DecodeAt(short, Locator{Doc: 1, Item: -1, Offset: 40, Len: 400}); err != nil || got.GetName() != "a" {
+		t.Errorf("stale span: %v, %v", got, err)
 	}
 	if _, err := DecodeAt(resources, Locator{Resource: 0, Doc: 99, Item: -1}); err == nil {
 		t.Error("a missing document was found")

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -166,6 +167,26 @@ func (a *agentProc) memBreakdown() string {
 }
 
 // fetch saves the body of url (the agent's heap profile) to path.
+// profileCPU starts fetching a CPU profile of the agent over the next
+// seconds into path; wait returns once it is written. Without a path it
+// does nothing.
+func (a *agentProc) profileCPU(seconds float64, path string) (wait func() error) {
+	if path == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", a.metricsPort, int(math.Ceil(seconds))), path)
+	}()
+	return func() error {
+		if err := <-done; err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		logf("CPU profile of the agent in %s", path)
+		return nil
+	}
+}
+
 func fetch(url, path string) error {
 	resp, err := http.Get(url)
 	if err != nil {

@@ -101,6 +101,46 @@ func newBundleWatch(ctx context.Context, dyn dynamic.Interface, w *workload) (*b
 
 func (bw *bundleWatch) close() { bw.stop(); <-bw.done }
 
+// applied reports whether every Bundle has observed its generation, is
+// Synced and has every object applied (ready or not yet), and if not, why:
+// the end of the initial sync, as kubectl's and the ceiling's applies end
+// without waiting for Pods.
+func (bw *bundleWatch) applied() (bool, string) {
+	items := bw.informer.GetStore().List()
+	if len(items) != len(bw.want) {
+		return false, fmt.Sprintf("%d of %d bundles exist", len(items), len(bw.want))
+	}
+	pending, appliedAll := 0, 0
+	var example string
+	for _, it := range items {
+		u := it.(*unstructured.Unstructured)
+		og, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+		ready, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "ready")
+		notReady, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "notReady")
+		appliedAll += int(ready + notReady)
+		if og != u.GetGeneration() || !conditionTrue(u, "Synced") || int(ready+notReady) != bw.want[u.GetName()] {
+			pending++
+			if example == "" {
+				example = fmt.Sprintf("%s: generation %d observed %d, applied %d of %d", u.GetName(), u.GetGeneration(), og, ready+notReady, bw.want[u.GetName()])
+			}
+		}
+	}
+	if pending > 0 {
+		return false, fmt.Sprintf("%d bundles pending, %d objects applied (e.g. %s)", pending, appliedAll, example)
+	}
+	return true, ""
+}
+
+func conditionTrue(u *unstructured.Unstructured, condition string) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == condition {
+			return m["status"] == "True"
+		}
+	}
+	return false
+}
+
 // check reports whether every Bundle is Synced with all its objects ready,
 // and if not, why.
 func (bw *bundleWatch) check() (bool, string) {
@@ -131,10 +171,20 @@ func (bw *bundleWatch) check() (bool, string) {
 // waitSynced waits until check holds and returns when it was seen to hold.
 // It fails early if the agent exits.
 func (bw *bundleWatch) waitSynced(ctx context.Context, a *agentProc, timeout time.Duration) (time.Time, error) {
+	return bw.wait(ctx, a, timeout, bw.check)
+}
+
+// waitApplied waits until applied holds and returns when it was seen to
+// hold.
+func (bw *bundleWatch) waitApplied(ctx context.Context, a *agentProc, timeout time.Duration) (time.Time, error) {
+	return bw.wait(ctx, a, timeout, bw.applied)
+}
+
+func (bw *bundleWatch) wait(ctx context.Context, a *agentProc, timeout time.Duration, check func() (bool, string)) (time.Time, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
-		ok, why := bw.check()
+		ok, why := check()
 		if ok {
 			return time.Now(), nil
 		}

@@ -56,6 +56,7 @@ type options struct {
 	out          string
 	agentBin     string
 	heapProfile  string
+	cpuProfile   string
 	agentEnv     string
 	keep         bool
 }
@@ -81,6 +82,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bin/bench", "output prefix: PREFIX.json and PREFIX.svg")
 	flag.StringVar(&o.agentBin, "agent", "bin/driftwatch", "the driftwatch binary")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
+	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "write the agent's CPU profiles of the initial sync and of the burst to PREFIX-sync.pprof and PREFIX-burst.pprof")
 	flag.StringVar(&o.agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the control plane's directory and the work files (kept anyway when a run fails)")
 	flag.Parse()

@@ -110,19 +110,29 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 		return err
 	}
 	t0 := time.Now()
+	// The profile spans the sync at half the ceiling's rate, and some idle.
+	profiled := s.a.profileCPU(2*s.r.Ceiling.Seconds+2, profilePath(s.o.cpuProfile, "sync"))
 	if err := createBundles(ctx, s.e.dyn, s.w); err != nil {
 		return err
 	}
-	t1, err := s.bw.waitSynced(ctx, s.a, s.timeout)
+	t1, err := s.bw.waitApplied(ctx, s.a, s.timeout)
 	if err != nil {
 		return fmt.Errorf("initial sync: %w", err)
+	}
+	t2, err := s.bw.waitSynced(ctx, s.a, s.timeout)
+	if err != nil {
+		return fmt.Errorf("initial sync, readiness: %w", err)
+	}
+	if err := profiled(); err != nil {
+		return err
 	}
 	cpu1, err := s.a.cpu()
 	if err != nil {
 		return err
 	}
 	sync := t1.Sub(t0).Seconds()
-	r.Sync = syncFigures{Seconds: sync, ObjectsPerSecond: float64(s.w.objects()) / sync, AgentCPUSeconds: cpu1 - cpu0}
+	r.Sync = syncFigures{Seconds: sync, ObjectsPerSecond: float64(s.w.objects()) / sync, AgentCPUSeconds: cpu1 - cpu0,
+		ReadySeconds: t2.Sub(t0).Seconds()}
 	r.Sync.RatioToCeiling = r.Sync.ObjectsPerSecond / r.Ceiling.ObjectsPerSecond
 	r.Sync.RatioToKubectl = r.Sync.ObjectsPerSecond / r.Kubectl.ObjectsPerSecond
 	if r.Memory.AfterSync, err = s.a.memory(); err != nil {
@@ -226,8 +236,12 @@ func (s *sizeRun) edits(ctx context.Context) error {
 	r.Burst.Objects = min(o.burst, s.w.configMaps-len(used))
 	logf("burst: %d ConfigMaps at once", r.Burst.Objects)
 	s.burst = time.Now()
+	profiled := s.a.profileCPU(3*r.Ceiling.BurstSeconds+1, profilePath(o.cpuProfile, "burst"))
 	d, err := runBurst(ctx, s.e.kube, obs, s.w, r.Burst.Objects, used, &s.retries)
 	if err != nil {
+		return err
+	}
+	if err := profiled(); err != nil {
 		return err
 	}
 	r.Burst.Seconds, r.Burst.CeilingSeconds = d.Seconds(), r.Ceiling.BurstSeconds
@@ -337,4 +351,12 @@ func peakRSS(pids []int) float64 {
 		}
 	}
 	return total
+}
+
+// profilePath names a phase's CPU profile; "" without -cpu-profile.
+func profilePath(prefix, phase string) string {
+	if prefix == "" {
+		return ""
+	}
+	return prefix + "-" + phase + ".pprof"
 }
