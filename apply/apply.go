@@ -287,8 +287,7 @@ func (a *Applier) mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error
 // manager holds are taken back; without, such a field is a conflict error.
 func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	start := time.Now()
-	res := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace)
-	obj, err := res.Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force})
+	obj, err := a.patch(ctx, d, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force})
 	r := Result{Desired: d, Duration: time.Since(start)}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
@@ -312,6 +311,16 @@ func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
 	r.Applied = &Applied{ResourceVersion: obj.GetResourceVersion(),
 		Fields: fields, Hash: d.Hash}
 	return r
+}
+
+// patch sends the apply. Only the result's metadata is read, so it is
+// asked for as metadata only, in protobuf where the server speaks it: the
+// API server encodes, and the agent decodes, a fraction of the object.
+func (a *Applier) patch(ctx context.Context, d Desired, opts metav1.PatchOptions) (metav1.Object, error) {
+	if a.metadata == nil {
+		return a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON, opts)
+	}
+	return a.metadata.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON, opts)
 }
 
 // DryRun server-side applies without persisting and returns what the

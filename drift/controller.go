@@ -56,11 +56,13 @@ type Options struct {
 	// doubles with every further take, up to FightMaxBackoff.
 	FightBackoff    time.Duration
 	FightMaxBackoff time.Duration
-	// ReleaseMemoryAfter: once the bundle queue is idle after syncs that
-	// declared at least this many objects, the heap they used is returned
-	// to the operating system at once (0: never; the runtime then gives it
-	// back over minutes). A full sync decodes every document of a Bundle,
-	// a transient peak several times the agent's steady-state heap.
+	// ReleaseMemoryAfter: once the bundle and correction queues are idle
+	// after syncs and corrections that declared or corrected at least this
+	// many objects, the heap they used is returned to the operating system
+	// at once (0: never; the runtime then gives it back over minutes). A
+	// full sync decodes every document of a Bundle, a transient peak
+	// several times the agent's steady-state heap; a burst of corrections
+	// leaves its request and response bodies.
 	ReleaseMemoryAfter int
 	// QueueMetrics publishes the work queues' metrics; nil: none.
 	QueueMetrics workqueue.MetricsProvider
@@ -95,14 +97,16 @@ type Controller struct {
 	logger klog.Logger // set by Run, before any informer starts
 	synced atomic.Bool // the Bundle cache has synced and workers run
 
-	// syncing counts bundle syncs in progress; declared counts the
-	// objects they declared since memory was last released.
+	// syncing and fixing count the syncs and corrections in progress;
+	// churn counts the objects they declared or corrected since memory
+	// was last released.
 	syncing atomic.Int32
+	fixing  atomic.Int32
+	churn   atomic.Int64
 	// applySlots bounds the applies in flight across all syncs
 	// (apply.Options.Concurrency): a large Bundle syncing alone uses
 	// every slot, many small ones share them.
 	applySlots chan struct{}
-	declared   atomic.Int64
 
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
@@ -283,30 +287,43 @@ func (c *Controller) processBundle(ctx context.Context) bool {
 	})
 }
 
-// countedSync is syncBundle, and the last sync to finish with nothing
-// queued releases the memory that the syncs used.
+// countedSync is syncBundle, and the last sync or correction to finish
+// with nothing queued releases the memory that they used.
 func (c *Controller) countedSync(ctx context.Context, key types.NamespacedName) error {
 	c.syncing.Add(1)
 	err := c.syncBundle(ctx, key)
-	if c.syncing.Add(-1) == 0 && c.queue.Len() == 0 {
-		c.releaseMemory()
-	}
+	c.syncing.Add(-1)
+	c.releaseMemoryWhenIdle()
 	return err
 }
 
-// releaseMemory returns the heap of finished syncs to the operating system
-// when they declared enough objects to matter (Options.ReleaseMemoryAfter).
-// It costs one garbage collection, which at steady state is small: the
-// agent's live heap is its caches, not the syncs' decoded documents.
-func (c *Controller) releaseMemory() {
+// countedFix is correct, counted like countedSync.
+func (c *Controller) countedFix(ctx context.Context, key fixKey) error {
+	c.fixing.Add(1)
+	err := c.correct(ctx, key)
+	c.churn.Add(1)
+	c.fixing.Add(-1)
+	c.releaseMemoryWhenIdle()
+	return err
+}
+
+// releaseMemoryWhenIdle returns the heap of finished syncs and corrections
+// to the operating system when nothing runs or waits and they handled
+// enough objects to matter (Options.ReleaseMemoryAfter). It costs one
+// garbage collection, which at steady state is small: the agent's live
+// heap is its caches, not the syncs' decoded documents.
+func (c *Controller) releaseMemoryWhenIdle() {
 	n := int64(c.opts.ReleaseMemoryAfter)
-	if n <= 0 || c.declared.Load() < n {
+	if n <= 0 || c.churn.Load() < n ||
+		c.syncing.Load() != 0 || c.fixing.Load() != 0 || c.queue.Len() != 0 || c.fixes.Len() != 0 {
 		return
 	}
-	c.declared.Store(0)
+	if c.churn.Swap(0) < n {
+		return // another worker released it a moment ago
+	}
 	start := time.Now()
 	debug.FreeOSMemory()
-	c.logger.V(2).Info("Released the memory of finished syncs", "took", time.Since(start))
+	c.logger.V(2).Info("Released the memory of finished syncs and corrections", "took", time.Since(start))
 }
 
 func (c *Controller) processStatus(ctx context.Context) bool {

@@ -183,7 +183,7 @@ func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
 
 // processFix corrects one drifted object by re-applying it.
 func (c *Controller) processFix(ctx context.Context) bool {
-	return processNext(ctx, c.fixes, c.correct, func(key fixKey, err error) {
+	return processNext(ctx, c.fixes, c.countedFix, func(key fixKey, err error) {
 		c.logger.Error(err, "Correction failed; retrying", "bundle", key.Bundle, "object", key.Ref.String())
 	})
 }

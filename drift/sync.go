@@ -81,7 +81,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		}
 	}
 	declared := len(objs) + len(decodeErrs)
-	c.declared.Add(int64(declared))
+	c.churn.Add(int64(declared))
 	objs = nil // first and rest hold the objects; applyStage drops each once it is converted
 	plan := &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, seen: map[manifests.ObjectRef]string{}, held: held}
 	results := c.applyStage(ctx, s, b, first, plan)

@@ -107,6 +107,7 @@ func (a *agentProc) stop() {
 // memory is a process's resident set and Go heap.
 type memory struct {
 	RSS  float64 `json:"rss_bytes"`
+	Anon float64 `json:"rss_anon_bytes"` // RSS without the binary's pages
 	Heap float64 `json:"heap_alloc_bytes"`
 }
 
@@ -121,7 +122,11 @@ func (a *agentProc) memory() (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
-	return memory{RSS: rss, Heap: heap}, nil
+	anon, err := procStatus(a.cmd.Process.Pid, "RssAnon:")
+	if err != nil {
+		return memory{}, err
+	}
+	return memory{RSS: rss, Anon: anon, Heap: heap}, nil
 }
 
 // cpu returns the CPU seconds (user and system) the agent has used.

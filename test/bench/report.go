@@ -50,7 +50,10 @@ type syncFigures struct {
 	AgentCPUSeconds  float64 `json:"agent_cpu_seconds"`
 	// ReadySeconds is until every object is also ready (the Deployments'
 	// Pods running): the cluster's controllers, not only the agent.
-	ReadySeconds   float64 `json:"ready_seconds"`
+	ReadySeconds float64 `json:"ready_seconds"`
+	// CPU is the machine's CPU use from the Bundles' creation until
+	// every object was applied.
+	CPU            cpuUse  `json:"cpu"`
 	RatioToCeiling float64 `json:"rate_ratio_to_ceiling"`
 	RatioToKubectl float64 `json:"rate_ratio_to_kubectl"`
 }
@@ -61,6 +64,7 @@ type ceilingFigures struct {
 	ObjectsPerSecond float64 `json:"objects_per_second"`
 	BurstObjects     int     `json:"burst_applies"`
 	BurstSeconds     float64 `json:"burst_applies_seconds"`
+	CPU              cpuUse  `json:"cpu"`
 }
 
 type kubectlFigures struct {
@@ -260,6 +264,9 @@ func printRun(w io.Writer, r *runResult) {
 			fmt.Sprintf("ceiling %.1f s (%s/s, %d workers); kubectl %.1f s (%s/s)", r.Ceiling.Seconds, thousands(int(r.Ceiling.ObjectsPerSecond)), r.Ceiling.Workers,
 				r.Kubectl.Seconds, thousands(int(r.Kubectl.ObjectsPerSecond))),
 			fmt.Sprintf("%.2f× ceiling, %.2f× kubectl", r.Sync.RatioToCeiling, r.Sync.RatioToKubectl), verdict["sync rate"]},
+		[]string{"  machine CPU while applying", fmt.Sprintf("%.0f %% busy; control plane %.1f s, agent %.1f s", 100*r.Sync.CPU.Busy, r.Sync.CPU.ControlPlaneSeconds, r.Sync.CPU.AgentSeconds),
+			fmt.Sprintf("ceiling: %.0f %% busy; control plane %.1f s", 100*r.Ceiling.CPU.Busy, r.Ceiling.CPU.ControlPlaneSeconds),
+			fmt.Sprintf("control plane CPU %.2f× the ceiling's", r.Sync.CPU.ControlPlaneSeconds/max(r.Ceiling.CPU.ControlPlaneSeconds, 1e-9)), ""},
 		[]string{"re-sync of unchanged Bundles", fmt.Sprintf("%d writes to objects (%d Bundle status, %d events) in %.1f s", r.Resync.ObjectWrites, r.Resync.StatusWrites, r.Resync.EventWrites, r.Resync.Seconds),
 			"", "", "0 writes to objects: " + map[bool]string{true: "ok", false: "FAILED"}[r.Resync.ObjectWrites == 0]},
 		[]string{"edit → reverted, all kinds", qstr(r.Edits.Agent), "floor " + qstr(r.Edits.Floor),
@@ -280,9 +287,10 @@ func printRun(w io.Writer, r *runResult) {
 		[]string{"  the agent's writes after the burst (status, events)", lastWrite(r.Burst), "", "", ""},
 		[]string{"agent memory after the sync", fmt.Sprintf("RSS %s, heap %s", mib(r.Memory.AfterSync.RSS), mib(r.Memory.AfterSync.Heap)), "", "", ""},
 		[]string{"agent memory after edits and burst", fmt.Sprintf("RSS %s, heap %s", mib(r.Memory.AfterEdits.RSS), mib(r.Memory.AfterEdits.Heap)), "", "", ""},
-		[]string{"agent memory, steady (" + r.Memory.SteadyAt + ")", fmt.Sprintf("RSS %s, heap %s", mib(r.Memory.Steady.RSS), mib(r.Memory.Steady.Heap)),
-			fmt.Sprintf("stock dynamic informer RSS %s, heap %s; metadata-only RSS %s, heap %s (%s objects each)",
-				mib(r.Memory.StockDynamic.RSS), mib(r.Memory.StockDynamic.Heap), mib(r.Memory.StockMetadata.RSS), mib(r.Memory.StockMetadata.Heap), thousands(r.Memory.StockDynamic.Objects)),
+		[]string{"agent memory, steady (" + r.Memory.SteadyAt + ")", fmt.Sprintf("RSS %s (anonymous %s), heap %s", mib(r.Memory.Steady.RSS), mib(r.Memory.Steady.Anon), mib(r.Memory.Steady.Heap)),
+			fmt.Sprintf("stock dynamic informer RSS %s (anonymous %s), heap %s; metadata-only RSS %s (anonymous %s), heap %s (%s objects each)",
+				mib(r.Memory.StockDynamic.RSS), mib(r.Memory.StockDynamic.Anon), mib(r.Memory.StockDynamic.Heap),
+				mib(r.Memory.StockMetadata.RSS), mib(r.Memory.StockMetadata.Anon), mib(r.Memory.StockMetadata.Heap), thousands(r.Memory.StockDynamic.Objects)),
 			fmt.Sprintf("%.2f× dynamic, %.2f× metadata", r.Memory.RatioToDynamic, r.Memory.RatioToMeta), verdict["RSS at steady state"]},
 		[]string{"  per owned object", fmt.Sprintf("RSS %.0f B, heap %.0f B", r.Memory.RSSPerObject, r.Memory.HeapPerObject),
 			fmt.Sprintf("dynamic RSS %.0f B, heap %.0f B; metadata RSS %.0f B, heap %.0f B",

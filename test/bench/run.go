@@ -72,11 +72,12 @@ func runSize(ctx context.Context, o options, cms int) (r *runResult, err error) 
 func (s *sizeRun) baselines(ctx context.Context) error {
 	w, r := s.w, s.r
 	logf("ceiling: server-side apply of %s objects, %d workers", thousands(w.objects()), ceilingWorkers)
+	mark := markCPU(s.e.c.Pids())
 	d, err := runCeiling(ctx, s.e.kube, w, &s.retries)
 	if err != nil {
 		return fmt.Errorf("ceiling: %w", err)
 	}
-	r.Ceiling = ceilingFigures{Workers: ceilingWorkers, Seconds: d.Seconds(), ObjectsPerSecond: float64(w.objects()) / d.Seconds()}
+	r.Ceiling = ceilingFigures{Workers: ceilingWorkers, Seconds: d.Seconds(), ObjectsPerSecond: float64(w.objects()) / d.Seconds(), CPU: mark.since(0)}
 	r.Ceiling.BurstObjects = min(s.o.burst, w.configMaps)
 	if d, err = runCeilingBurst(ctx, s.e.kube, w, r.Ceiling.BurstObjects, &s.retries); err != nil {
 		return fmt.Errorf("ceiling burst: %w", err)
@@ -109,6 +110,7 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	mark := markCPU(append(s.e.c.Pids(), s.a.cmd.Process.Pid))
 	t0 := time.Now()
 	// The profile spans the sync at half the ceiling's rate, and some idle.
 	profiled := s.a.profileCPU(2*s.r.Ceiling.Seconds+2, profilePath(s.o.cpuProfile, "sync"))
@@ -119,6 +121,7 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("initial sync: %w", err)
 	}
+	syncCPU := mark.since(s.a.cmd.Process.Pid)
 	t2, err := s.bw.waitSynced(ctx, s.a, s.timeout)
 	if err != nil {
 		return fmt.Errorf("initial sync, readiness: %w", err)
@@ -132,7 +135,7 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	}
 	sync := t1.Sub(t0).Seconds()
 	r.Sync = syncFigures{Seconds: sync, ObjectsPerSecond: float64(s.w.objects()) / sync, AgentCPUSeconds: cpu1 - cpu0,
-		ReadySeconds: t2.Sub(t0).Seconds()}
+		ReadySeconds: t2.Sub(t0).Seconds(), CPU: syncCPU}
 	r.Sync.RatioToCeiling = r.Sync.ObjectsPerSecond / r.Ceiling.ObjectsPerSecond
 	r.Sync.RatioToKubectl = r.Sync.ObjectsPerSecond / r.Kubectl.ObjectsPerSecond
 	if r.Memory.AfterSync, err = s.a.memory(); err != nil {

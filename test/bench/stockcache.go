@@ -47,7 +47,10 @@ type stockCache struct {
 	Objects     int     `json:"objects"`
 	SyncSeconds float64 `json:"sync_seconds"`
 	RSS         float64 `json:"rss_bytes"`
-	Heap        float64 `json:"heap_alloc_bytes"`
+	// Anon is the anonymous part of RSS: the process's own memory, not
+	// the pages of its binary.
+	Anon float64 `json:"rss_anon_bytes"`
+	Heap float64 `json:"heap_alloc_bytes"`
 }
 
 // measureStockCache runs the child for mode ("dynamic" or "metadata")
@@ -145,6 +148,9 @@ func runStockCache(kubeconfig, mode string) (stockCache, error) {
 	runtime.ReadMemStats(&ms)
 	r.Heap = float64(ms.HeapAlloc)
 	if r.RSS, err = procRSS(os.Getpid()); err != nil {
+		return stockCache{}, err
+	}
+	if r.Anon, err = procStatus(os.Getpid(), "RssAnon:"); err != nil {
 		return stockCache{}, err
 	}
 	// Keep the caches reachable until measured.
