@@ -53,9 +53,11 @@ type syncFigures struct {
 	ReadySeconds float64 `json:"ready_seconds"`
 	// CPU is the machine's CPU use from the Bundles' creation until
 	// every object was applied.
-	CPU            cpuUse  `json:"cpu"`
-	RatioToCeiling float64 `json:"rate_ratio_to_ceiling"`
-	RatioToKubectl float64 `json:"rate_ratio_to_kubectl"`
+	CPU cpuUse `json:"cpu"`
+	// Requests are the agent's requests until every object was applied.
+	Requests       requests `json:"agent_requests"`
+	RatioToCeiling float64  `json:"rate_ratio_to_ceiling"`
+	RatioToKubectl float64  `json:"rate_ratio_to_kubectl"`
 }
 
 type ceilingFigures struct {
@@ -302,6 +304,7 @@ func printRun(w io.Writer, r *runResult) {
 	)
 	table(w, rows)
 	fmt.Fprintf(w, "\nidle requests by verb and resource: %s\n", r.Idle.Requests.summary())
+	fmt.Fprintf(w, "initial sync requests by verb and resource: %s\n", r.Sync.Requests.summary())
 	fmt.Fprintf(w, "re-sync requests by verb and resource: %s\n", r.Resync.Requests.summary())
 	met := 0
 	for _, t := range r.Targets {

@@ -110,6 +110,10 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	off, err := s.e.audit.offset()
+	if err != nil {
+		return err
+	}
 	mark := markCPU(append(s.e.c.Pids(), s.a.cmd.Process.Pid))
 	t0 := time.Now()
 	// The profile spans the sync at half the ceiling's rate, and some idle.
@@ -122,6 +126,10 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 		return fmt.Errorf("initial sync: %w", err)
 	}
 	syncCPU := mark.since(s.a.cmd.Process.Pid)
+	syncReq, err := s.e.audit.count(ctx, off, agentUser, t0, t1)
+	if err != nil {
+		return err
+	}
 	t2, err := s.bw.waitSynced(ctx, s.a, s.timeout)
 	if err != nil {
 		return fmt.Errorf("initial sync, readiness: %w", err)
@@ -135,7 +143,7 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	}
 	sync := t1.Sub(t0).Seconds()
 	r.Sync = syncFigures{Seconds: sync, ObjectsPerSecond: float64(s.w.objects()) / sync, AgentCPUSeconds: cpu1 - cpu0,
-		ReadySeconds: t2.Sub(t0).Seconds(), CPU: syncCPU}
+		ReadySeconds: t2.Sub(t0).Seconds(), CPU: syncCPU, Requests: syncReq}
 	r.Sync.RatioToCeiling = r.Sync.ObjectsPerSecond / r.Ceiling.ObjectsPerSecond
 	r.Sync.RatioToKubectl = r.Sync.ObjectsPerSecond / r.Kubectl.ObjectsPerSecond
 	if r.Memory.AfterSync, err = s.a.memory(); err != nil {
