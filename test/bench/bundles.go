@@ -106,27 +106,45 @@ func (bw *bundleWatch) close() { bw.stop(); <-bw.done }
 // the end of the initial sync, as kubectl's and the ceiling's applies end
 // without waiting for Pods.
 func (bw *bundleWatch) applied() (bool, string) {
+	return bw.every("applied", func(u *unstructured.Unstructured) (int64, bool) {
+		ready, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "ready")
+		notReady, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "notReady")
+		return ready + notReady, conditionTrue(u, "Synced")
+	})
+}
+
+// check reports whether every Bundle is Synced with all its objects ready,
+// and if not, why.
+func (bw *bundleWatch) check() (bool, string) {
+	return bw.every("ready", func(u *unstructured.Unstructured) (int64, bool) {
+		ready, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "ready")
+		return ready, true
+	})
+}
+
+// every reports whether every Bundle has observed its generation and
+// counts, with count, all its objects as done (what: "applied", "ready").
+func (bw *bundleWatch) every(what string, count func(*unstructured.Unstructured) (done int64, ok bool)) (bool, string) {
 	items := bw.informer.GetStore().List()
 	if len(items) != len(bw.want) {
 		return false, fmt.Sprintf("%d of %d bundles exist", len(items), len(bw.want))
 	}
-	pending, appliedAll := 0, 0
+	pending, doneAll := 0, 0
 	var example string
 	for _, it := range items {
 		u := it.(*unstructured.Unstructured)
 		og, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-		ready, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "ready")
-		notReady, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "notReady")
-		appliedAll += int(ready + notReady)
-		if og != u.GetGeneration() || !conditionTrue(u, "Synced") || int(ready+notReady) != bw.want[u.GetName()] {
+		done, ok := count(u)
+		doneAll += int(done)
+		if og != u.GetGeneration() || !ok || int(done) != bw.want[u.GetName()] {
 			pending++
 			if example == "" {
-				example = fmt.Sprintf("%s: generation %d observed %d, applied %d of %d", u.GetName(), u.GetGeneration(), og, ready+notReady, bw.want[u.GetName()])
+				example = fmt.Sprintf("%s: generation %d observed %d, %s %d of %d", u.GetName(), u.GetGeneration(), og, what, done, bw.want[u.GetName()])
 			}
 		}
 	}
 	if pending > 0 {
-		return false, fmt.Sprintf("%d bundles pending, %d objects applied (e.g. %s)", pending, appliedAll, example)
+		return false, fmt.Sprintf("%d bundles pending, %d objects %s (e.g. %s)", pending, doneAll, what, example)
 	}
 	return true, ""
 }
@@ -139,33 +157,6 @@ func conditionTrue(u *unstructured.Unstructured, condition string) bool {
 		}
 	}
 	return false
-}
-
-// check reports whether every Bundle is Synced with all its objects ready,
-// and if not, why.
-func (bw *bundleWatch) check() (bool, string) {
-	items := bw.informer.GetStore().List()
-	if len(items) != len(bw.want) {
-		return false, fmt.Sprintf("%d of %d bundles exist", len(items), len(bw.want))
-	}
-	pending, readyAll := 0, 0
-	var example string
-	for _, it := range items {
-		u := it.(*unstructured.Unstructured)
-		og, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-		ready, _, _ := unstructured.NestedInt64(u.Object, "status", "summary", "ready")
-		readyAll += int(ready)
-		if og != u.GetGeneration() || int(ready) != bw.want[u.GetName()] {
-			pending++
-			if example == "" {
-				example = fmt.Sprintf("%s: generation %d observed %d, ready %d of %d", u.GetName(), u.GetGeneration(), og, ready, bw.want[u.GetName()])
-			}
-		}
-	}
-	if pending > 0 {
-		return false, fmt.Sprintf("%d bundles pending, %d objects ready (e.g. %s)", pending, readyAll, example)
-	}
-	return true, ""
 }
 
 // waitSynced waits until check holds and returns when it was seen to hold.
