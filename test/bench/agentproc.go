@@ -130,17 +130,7 @@ func (a *agentProc) memory() (memory, error) {
 }
 
 // cpu returns the CPU seconds (user and system) the agent has used.
-func (a *agentProc) cpu() (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100, nil // USER_HZ
-}
+func (a *agentProc) cpu() (float64, error) { return procCPU(a.cmd.Process.Pid) }
 
 // scrape reads one unlabelled sample from the agent's /metrics.
 func (a *agentProc) scrape(name string) (float64, error) {

@@ -27,7 +27,7 @@ func markCPU(pids []int) cpuMark {
 	m := cpuMark{procs: map[int]float64{}}
 	m.busy, m.total = machineTicks()
 	for _, p := range pids {
-		m.procs[p] = procCPU(p)
+		m.procs[p], _ = procCPU(p) // a process that is gone counts 0
 	}
 	return m
 }
@@ -40,7 +40,8 @@ func (m cpuMark) since(agent int) cpuUse {
 		u.Busy = (busy - m.busy) / (total - m.total)
 	}
 	for p, start := range m.procs {
-		d := procCPU(p) - start
+		now, _ := procCPU(p)
+		d := now - start
 		if p == agent {
 			u.AgentSeconds = d
 		} else {
@@ -71,16 +72,15 @@ func machineTicks() (busy, total float64) {
 	return busy, total
 }
 
-// procCPU returns the CPU seconds (user and system) a process has used; 0
-// for a process that is gone.
-func procCPU(pid int) float64 {
+// procCPU returns the CPU seconds (user and system) a process has used.
+func procCPU(pid int) (float64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
+	return (utime + stime) / 100, nil // USER_HZ
 }
