@@ -21,22 +21,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/uuid"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/drift"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
@@ -97,78 +89,23 @@ func runAgent(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// loadConfig returns the configuration of a cluster: the kubeconfig given,
-// else the in-cluster configuration, else the default loading rules.
-func loadConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = path
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-}
-
 func agent(ctx context.Context, f agentFlags) error {
 	logger := klog.FromContext(ctx)
-	target, err := loadConfig(f.kubeconfig)
-	if err != nil {
-		return fmt.Errorf("target cluster: %w", err)
-	}
-	source := target
-	if f.sourceKubeconfig != "" {
-		if source, err = loadConfig(f.sourceKubeconfig); err != nil {
-			return fmt.Errorf("source cluster: %w", err)
-		}
-	}
-	// Corrections must not queue behind a client-side rate limiter; the
-	// API server's priority and fairness protects it.
-	target = rest.CopyConfig(target)
-	target.QPS, target.Burst = 500, 1000
-	target.UserAgent = "driftwatch"
-	// Status writes and events go to the source cluster: at client-go's
-	// default 5 QPS a burst of 1,000 corrections left them trailing for
-	// minutes (measured by make bench). A burst is short; at rest the
-	// agent writes nothing.
-	source = rest.CopyConfig(source)
-	source.QPS, source.Burst = 50, 100
-	source.UserAgent = "driftwatch"
-
-	targetDyn, err := dynamic.NewForConfig(target)
+	copts := clusters.DefaultOptions()
+	copts.Kubeconfig, copts.SourceKubeconfig = f.kubeconfig, f.sourceKubeconfig
+	provider, err := clusters.New(copts)
 	if err != nil {
 		return err
 	}
-	targetMeta, err := metadata.NewForConfig(target)
-	if err != nil {
-		return err
-	}
-	disc, err := discovery.NewDiscoveryClientForConfig(target)
-	if err != nil {
-		return err
-	}
-	sourceDyn, err := dynamic.NewForConfig(source)
-	if err != nil {
-		return err
-	}
-	sourceKube, err := kubernetes.NewForConfig(source)
-	if err != nil {
-		return err
-	}
+	target := provider.Target()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 	metrics.RegisterClientGo(reg)
 
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	defer broadcaster.Shutdown()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: sourceKube.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: f.fieldManager})
-
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	applier := apply.New(targetDyn, targetMeta, mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 8 * f.concurrency})
-	if err := ensureNamespace(ctx, targetDyn, f.namespace, f.fieldManager); err != nil {
+	applier := apply.New(target.Dynamic, target.Metadata, target.Mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 8 * f.concurrency})
+	if err := ensureNamespace(ctx, target.Dynamic, f.namespace, f.fieldManager); err != nil {
 		return err
 	}
 
@@ -176,9 +113,9 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
 	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
 	opts.QueueMetrics = metrics.NewQueues(reg)
-	ctrl := drift.New(sourceDyn, applier, func(h watch.Handler) *watch.Manager {
-		return watch.New(ctx, targetMeta, targetDyn, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
-	}, m, recorder, opts)
+	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
+		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
+	}, m, opts)
 
 	servers := []*http.Server{
 		{Addr: f.metricsAddr, Handler: metricsMux(reg, f.profiling)},
@@ -196,7 +133,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	defer cancel()
 	done := make(chan error, 1)
 	if f.leaderElect {
-		go func() { done <- runElected(runCtx, target, f, ctrl.Run) }()
+		go func() { done <- runElected(runCtx, target.Kube, f, ctrl.Run) }()
 	} else {
 		go func() { done <- ctrl.Run(runCtx) }()
 	}
@@ -266,11 +203,7 @@ func ensureNamespace(ctx context.Context, client dynamic.Interface, name, manage
 // that the process exits and its restart joins the election anew (the
 // controller's state is not meant to survive a lost leadership). On a
 // normal shutdown the Lease is released, so a standby takes over at once.
-func runElected(ctx context.Context, cfg *rest.Config, f agentFlags, run func(context.Context) error) error {
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+func runElected(ctx context.Context, client kubernetes.Interface, f agentFlags, run func(context.Context) error) error {
 	host, err := os.Hostname()
 	if err != nil {
 		return err

@@ -12,13 +12,10 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 )
@@ -48,56 +45,35 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	cfg, err := loadConfig(*kubeconfig)
+	copts := clusters.DefaultOptions()
+	copts.Kubeconfig = *kubeconfig
+	provider, err := clusters.New(copts)
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
+	target := provider.Target()
+	rendered, err := manifests.Pipeline{}.Render(ctx, b, manifests.Cluster{})
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "diff:", err)
-		return 2
-	}
-	applier := apply.New(dyn, nil, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc)),
-		apply.Options{FieldManager: *fieldManager})
+	applier := apply.New(target.Dynamic, nil, target.Mapper, apply.Options{FieldManager: *fieldManager})
 	ns := b.Namespace
 	if ns == "" {
 		ns = *namespace
 	}
 	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, *namespace)
-
-	objs, errs := manifests.Decode(b.Spec.Resources)
+	desired, invalid := applier.Prepare(rendered.Take(), apply.Target{Set: set,
+		DefaultNamespace: rendered.Spec.DefaultNamespace, TargetNamespace: rendered.Spec.TargetNamespace})
+	errs := rendered.Errors
+	for _, inv := range invalid {
+		errs = append(errs, inv)
+	}
 	changed := false
-	force := b.Spec.Drift.ForceEnabled()
-	for _, o := range objs {
-		obj := o.Object.DeepCopy()
-		gvr, err := applier.Resolve(obj, b.Spec.DefaultNamespace, b.Spec.TargetNamespace)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", o.Source, err))
-			continue
-		}
-		set.Stamp(obj)
-		d, err := apply.NewDesired(obj, gvr, o.Source)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		live, err := applier.Get(ctx, d)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		merged, err := applier.DryRun(ctx, d, force)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		text, err := unifiedDiff(d.Ref.String(), live, merged)
+	force := rendered.Spec.Drift.ForceEnabled()
+	for _, d := range desired {
+		text, err := diffOne(ctx, applier, d, force)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -118,6 +94,20 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	default:
 		return 0
 	}
+}
+
+// diffOne returns the unified diff between the live object and what a
+// server-side dry-run apply of d would make of it.
+func diffOne(ctx context.Context, applier *apply.Applier, d apply.Desired, force bool) (string, error) {
+	live, err := applier.Get(ctx, d)
+	if err != nil {
+		return "", err
+	}
+	merged, err := applier.DryRun(ctx, d, force)
+	if err != nil {
+		return "", err
+	}
+	return unifiedDiff(d.Ref.String(), live, merged)
 }
 
 // unifiedDiff compares two versions of an object as YAML, without the

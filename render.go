@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -29,12 +30,18 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
 	}
-	objs, errs := manifests.Decode(b.Spec.Resources)
+	rendered, err := manifests.Pipeline{}.Render(context.Background(), b, manifests.Cluster{})
+	if err != nil {
+		fmt.Fprintln(stderr, "render:", err)
+		return 1
+	}
+	objs, errs := rendered.Take(), rendered.Errors
+	spec := rendered.Spec
 	for i, o := range objs {
-		if o.Object.GetNamespace() == "" && b.Spec.DefaultNamespace != "" {
+		if o.Object.GetNamespace() == "" && spec.DefaultNamespace != "" {
 			// Offline there is no REST mapping: cluster-scoped kinds are
 			// told apart at apply time; here the namespace is only shown.
-			fmt.Fprintf(stdout, "# %s (namespace, if namespaced: %s)\n", o.Source, b.Spec.DefaultNamespace)
+			fmt.Fprintf(stdout, "# %s (namespace, if namespaced: %s)\n", o.Source, spec.DefaultNamespace)
 		} else {
 			fmt.Fprintf(stdout, "# %s\n", o.Source)
 		}

@@ -2,30 +2,22 @@ package drift
 
 import (
 	"context"
-	"fmt"
 	"runtime/debug"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
-	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
 )
 
@@ -66,6 +58,9 @@ type Options struct {
 	ReleaseMemoryAfter int
 	// QueueMetrics publishes the work queues' metrics; nil: none.
 	QueueMetrics workqueue.MetricsProvider
+	// Pipeline renders Bundles; Cluster is what they are rendered for.
+	Pipeline manifests.Pipeline
+	Cluster  manifests.Cluster
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -79,20 +74,38 @@ func DefaultOptions() Options {
 	}
 }
 
+// SourceProvider hands out the source cluster's clients, and a channel
+// that is closed when they are replaced (clusters.Provider).
+type SourceProvider interface {
+	Source() (*clusters.Clients, <-chan struct{})
+}
+
 // Controller keeps target-cluster objects equal to what the Bundles in the
 // source cluster declare, and repairs drift as soon as an informer shows it.
+//
+// Lock order: Controller.mu before watch.Manager's lock. The controller
+// calls the watch manager (Get, Ensure, Stop) while holding mu; the watch
+// manager calls the controller's handlers (OnUpsert, OnDelete, OnPod)
+// without holding its own. No API call is made while mu is held.
 type Controller struct {
-	source   dynamic.Interface
+	sources  SourceProvider
 	applier  *apply.Applier
 	watches  *watch.Manager
 	metrics  *metrics.Metrics
-	recorder record.EventRecorder
+	pipeline manifests.Pipeline
 	opts     Options
 
-	bundles  cache.SharedIndexInformer
+	// src is the connection to the source cluster: the Bundle informer
+	// and the status and event writers. Replaced, whole, when the source
+	// cluster's clients change (superviseSource).
+	src atomic.Pointer[source]
+
 	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	fixes    workqueue.TypedRateLimitingInterface[fixKey]
 	statuses workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// crashQueue holds crashing Pods whose owner is looked up off the
+	// informer's goroutine (it may take an API read).
+	crashQueue workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
 	logger klog.Logger // set by Run, before any informer starts
 	synced atomic.Bool // the Bundle cache has synced and workers run
@@ -103,11 +116,8 @@ type Controller struct {
 	syncing atomic.Int32
 	fixing  atomic.Int32
 	churn   atomic.Int64
-	// applySlots bounds the applies in flight across all syncs
-	// (apply.Options.Concurrency): a large Bundle syncing alone uses
-	// every slot, many small ones share them.
-	applySlots chan struct{}
 
+	// mu guards everything below, and every bundleState.
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
 	byLabel map[string]types.NamespacedName // BundleLabel value → Bundle
@@ -118,113 +128,69 @@ type Controller struct {
 	// it before their state records it: stopUnusedWatches keeps those.
 	holding map[schema.GroupVersionResource]int
 	// rsOwners maps ReplicaSets to their Deployment ("" for none), for
-	// crashing Pods; crashRuns holds, per Pod, the failed runs counted.
+	// crashing Pods; crashRuns holds, per Pod, the failed runs counted;
+	// crashing holds the latest state of the Pods in crashQueue.
 	rsOwners  map[types.NamespacedName]string
 	crashRuns map[types.UID]map[string]bool
-
-	ctx context.Context // Run's, for the API reads of informer handlers
+	crashing  map[types.NamespacedName]*watch.Object
 }
 
 // NewWatches returns the informer manager for owned objects; the
 // controller is its event handler.
 type NewWatches func(handler watch.Handler) *watch.Manager
 
-// New wires a Controller: Bundles come from source, objects are applied by
-// applier and watched by the manager that newWatches returns.
-func New(source dynamic.Interface, applier *apply.Applier, newWatches NewWatches, m *metrics.Metrics,
-	recorder record.EventRecorder, opts Options) *Controller {
+// New wires a Controller: Bundles come from the source cluster that
+// sources hands out, objects are applied by applier and watched by the
+// manager that newWatches returns.
+func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, m *metrics.Metrics, opts Options) *Controller {
 	c := &Controller{
-		source: source, applier: applier, metrics: m, recorder: recorder, opts: opts,
+		sources: sources, applier: applier, metrics: m, opts: opts, pipeline: opts.Pipeline,
 		states:     map[types.NamespacedName]*bundleState{},
 		byLabel:    map[string]types.NamespacedName{},
 		kinds:      map[schema.GroupVersionResource]string{},
 		holding:    map[schema.GroupVersionResource]int{},
-		applySlots: make(chan struct{}, applier.Concurrency()),
 		rsOwners:   map[types.NamespacedName]string{},
 		crashRuns:  map[types.UID]map[string]bool{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "bundles", MetricsProvider: opts.QueueMetrics}),
-		fixes: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[fixKey](),
-			workqueue.TypedRateLimitingQueueConfig[fixKey]{Name: "corrections", MetricsProvider: opts.QueueMetrics}),
-		statuses: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "status", MetricsProvider: opts.QueueMetrics}),
+		crashing:   map[types.NamespacedName]*watch.Object{},
+		queue:      newQueue[types.NamespacedName]("bundles", opts.QueueMetrics),
+		fixes:      newQueue[fixKey]("corrections", opts.QueueMetrics),
+		statuses:   newQueue[types.NamespacedName]("status", opts.QueueMetrics),
+		crashQueue: newQueue[types.NamespacedName]("pod_crashes", opts.QueueMetrics),
 	}
 	c.watches = newWatches(c)
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(source, 0, opts.Namespace, nil)
-	c.bundles = factory.ForResource(manifests.BundleGVR).Informer()
-	// The source connection: lost on a watch error, back once the Bundle
-	// watch delivers again (after a re-list every Bundle is delivered anew)
-	// or a status write succeeds.
-	_ = c.bundles.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		c.metrics.SourceConnected.Set(0)
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	}) // fails only once the informer runs; it has not started
-	_, _ = c.bundles.AddEventHandler(cache.ResourceEventHandlerFuncs{ // fails only once stopped
-		AddFunc: func(obj any) {
-			c.connected()
-			c.enqueueBundle(obj)
-		},
-		UpdateFunc: func(old, obj any) {
-			c.connected()
-			// Our own status writes change neither generation nor
-			// deletion state, and the finalizer a sync adds is already
-			// known to that sync: they need no further sync (a sync of a
-			// large Bundle decodes all of it). A finalizer of ours that
-			// someone removed is put back.
-			o, n := old.(*unstructured.Unstructured), obj.(*unstructured.Unstructured)
-			if o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil ||
-				(hasFinalizer(o) && !hasFinalizer(n)) {
-				c.enqueueBundle(obj)
-			}
-		},
-		DeleteFunc: c.enqueueBundle,
-	})
 	return c
 }
 
-// connected marks the source cluster reachable, once the workers run.
-func (c *Controller) connected() {
-	if c.synced.Load() {
-		c.metrics.SourceConnected.Set(1)
-	}
+func newQueue[K comparable](name string, mp workqueue.MetricsProvider) workqueue.TypedRateLimitingInterface[K] {
+	return workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[K](),
+		workqueue.TypedRateLimitingQueueConfig[K]{Name: name, MetricsProvider: mp})
 }
 
-func hasFinalizer(u *unstructured.Unstructured) bool {
-	return slices.Contains(u.GetFinalizers(), Finalizer)
-}
-
-func (c *Controller) enqueueBundle(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	ns, name, _ := cache.SplitMetaNamespaceKey(key)
-	c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
-}
-
-// Run starts the informers and workers and blocks until ctx ends; then it
-// shuts the queues down and waits for every goroutine it started.
+// Run connects to the source cluster, starts the workers and blocks until
+// ctx ends; then it shuts the queues down and waits for every goroutine it
+// started.
 func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrashWithContext(ctx)
 	logger := klog.FromContext(ctx)
 	c.logger = logger
-	c.ctx = ctx
 	var wg sync.WaitGroup
 	defer func() {
 		c.queue.ShutDown()
 		c.fixes.ShutDown()
 		c.statuses.ShutDown()
+		c.crashQueue.ShutDown()
 		wg.Wait()
+		if src := c.src.Load(); src != nil {
+			src.stop()
+		}
 		c.watches.Wait()
 	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.bundles.RunWithContext(ctx)
-	}()
-	if !cache.WaitForCacheSync(ctx.Done(), c.bundles.HasSynced) {
-		return fmt.Errorf("bundle informer did not sync")
+	clients, swapped := c.sources.Source()
+	src, err := c.connect(ctx, clients)
+	if err != nil {
+		return err
 	}
+	c.src.Store(src)
 	c.metrics.SourceConnected.Set(1)
 	c.synced.Store(true)
 	logger.Info("Bundle cache synced; starting workers", "namespace", c.opts.Namespace, "workers", c.opts.Workers)
@@ -233,6 +199,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer utilruntime.HandleCrashWithContext(ctx)
 			for f(ctx) {
 			}
 		}()
@@ -248,10 +215,15 @@ func (c *Controller) Run(ctx context.Context) error {
 		run(c.processFix)
 	}
 	run(c.processStatus)
-	wg.Add(1)
+	run(c.processCrash)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		c.resyncLoop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		c.superviseSource(ctx, swapped)
 	}()
 	<-ctx.Done()
 	c.synced.Store(false)
@@ -324,36 +296,6 @@ func (c *Controller) releaseMemoryWhenIdle() {
 	start := time.Now()
 	debug.FreeOSMemory()
 	c.logger.V(2).Info("Released the memory of finished syncs and corrections", "took", time.Since(start))
-}
-
-func (c *Controller) processStatus(ctx context.Context) bool {
-	return processNext(ctx, c.statuses, c.writeStatus, func(key types.NamespacedName, err error) {
-		// Conflicts with a stale cached Bundle are expected; the retry reads anew.
-		c.logger.V(2).Info("Status write failed; retrying", "bundle", key, "err", err)
-	})
-}
-
-// bundleFromCache returns the Bundle from the informer cache, nil if gone.
-func (c *Controller) bundleFromCache(key types.NamespacedName) (*unstructured.Unstructured, *manifests.Bundle, error) {
-	obj, exists, err := c.bundles.GetStore().GetByKey(key.String())
-	if err != nil || !exists {
-		return nil, nil, err
-	}
-	u := obj.(*unstructured.Unstructured)
-	var b manifests.Bundle
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &b); err != nil {
-		return u, nil, fmt.Errorf("bundle %s: %w", key, err)
-	}
-	return u, &b, nil
-}
-
-// event records an event on a Bundle, if it still exists.
-func (c *Controller) event(key types.NamespacedName, eventType, reason, format string, args ...any) {
-	obj, exists, err := c.bundles.GetStore().GetByKey(key.String())
-	if err != nil || !exists {
-		return
-	}
-	c.recorder.Eventf(obj.(runtime.Object), eventType, reason, format, args...)
 }
 
 // resyncLoop is the safety net: every ResyncPeriod, every owned object in
@@ -430,13 +372,3 @@ func (c *Controller) OnDelete(gvr schema.GroupVersionResource, obj *watch.Object
 }
 
 var _ watch.Handler = (*Controller)(nil)
-
-// warn records a Warning event.
-func (c *Controller) warn(key types.NamespacedName, reason, format string, args ...any) {
-	c.event(key, corev1.EventTypeWarning, reason, format, args...)
-}
-
-// setFor returns the ApplySet of a Bundle.
-func (c *Controller) setFor(key types.NamespacedName) ownership.Set {
-	return ownership.NewSet(key, c.opts.ParentNamespace)
-}

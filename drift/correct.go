@@ -4,182 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
-	"github.com/driftwatch/driftwatch/ownership"
-	"github.com/driftwatch/driftwatch/watch"
 )
-
-// lookup finds the Bundle state and reference of a cached object: through
-// its Bundle label, or for a deleted object (labels nil) in every Bundle.
-// Only objects that a Bundle declares or applied are found. The caller
-// holds c.mu.
-func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name string, labels map[string]string) (*bundleState, manifests.ObjectRef, bool) {
-	kind, ok := c.kinds[gvr]
-	if !ok {
-		return nil, manifests.ObjectRef{}, false
-	}
-	ref := manifests.ObjectRef{Group: gvr.Group, Kind: kind, Namespace: namespace, Name: name}
-	if labels != nil {
-		if key, ok := c.byLabel[labels[ownership.BundleLabel]]; ok {
-			if s, ok := c.states[key]; ok {
-				return s, ref, s.has(ref)
-			}
-		}
-		return nil, ref, false
-	}
-	for _, s := range c.states {
-		if s.has(ref) {
-			return s, ref, true
-		}
-	}
-	return nil, ref, false
-}
-
-// check compares a cached object with what we applied. It makes no API
-// call: the verdict comes from managedFields alone.
-func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-	if !ok || s.inFlight[ref] || obj.Deleting {
-		return
-	}
-	applied := s.applied[ref]
-	if applied == nil {
-		return
-	}
-	if !newer(obj.ResourceVersion, applied.ResourceVersion) {
-		// Our own write, or an event from before it, still in the queue:
-		// what it shows was overwritten by our apply.
-		return
-	}
-	fields, err := applied.FieldSet()
-	if err != nil {
-		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
-		return
-	}
-	f, err := Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
-	if err != nil {
-		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
-		return
-	}
-	if !f.Drifted() {
-		// Changes to fields we do not own are not our business; remember
-		// the version so that the next event is cheap.
-		applied.ResourceVersion = obj.ResourceVersion
-		if _, was := s.drifted[ref]; was {
-			delete(s.drifted, ref)
-			c.statuses.Add(s.key)
-		}
-		return
-	}
-	c.driftFound(s, ref, f, now)
-}
-
-// onGone handles an owned object that was deleted.
-func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name string) {
-	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s, ref, ok := c.lookup(gvr, namespace, name, nil)
-	if !ok || s.inFlight[ref] || s.applied[ref] == nil {
-		return
-	}
-	c.driftFound(s, ref, Deleted(), now)
-}
-
-// driftFound records a drift, reports it and schedules the correction.
-// The caller holds c.mu.
-func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) {
-	prev, seenBefore := s.drifted[ref]
-	s.drifted[ref] = driftInfo{finding: f, seen: now}
-	s.lastDrift = now
-	if !seenBefore || prev.finding.ChangedBy() != f.ChangedBy() || strings.Join(prev.finding.Fields, ",") != strings.Join(f.Fields, ",") {
-		for _, m := range f.Managers {
-			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
-		}
-		if f.Managers[0] == ManagerDeleted {
-			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s was deleted", ref)
-		} else {
-			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
-				ref, strings.Join(f.Fields, ", "), f.ChangedBy())
-		}
-	}
-	c.statuses.Add(s.key)
-	if s.spec.Paused || s.spec.Drift.DetectOnly() {
-		return
-	}
-	fix := fixKey{Bundle: s.key, Ref: ref}
-	if delay := c.recordFight(s, ref, f, now); delay > 0 {
-		c.fixes.AddAfter(fix, delay)
-		return
-	}
-	c.fixes.Add(fix)
-}
-
-// recordFight counts takes of each field by each manager and returns how
-// long to wait before correcting again; 0 means at once. The caller holds
-// c.mu.
-func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) time.Duration {
-	var wait time.Duration
-	for _, m := range f.Managers {
-		if m == ManagerDeleted || m == ManagerRemoved {
-			continue
-		}
-		for _, field := range f.Fields {
-			k := fightKey{Ref: ref, Field: field, Manager: m}
-			ft := s.fights[k]
-			if ft == nil {
-				ft = &fight{}
-				s.fights[k] = ft
-			}
-			if now.Before(ft.until) {
-				if d := ft.until.Sub(now); d > wait {
-					wait = d
-				}
-				continue
-			}
-			hits := ft.hits[:0]
-			for _, h := range ft.hits {
-				if now.Sub(h) < c.opts.FightWindow {
-					hits = append(hits, h)
-				}
-			}
-			ft.hits = append(hits, now)
-			if len(ft.hits) < c.opts.FightThreshold {
-				continue
-			}
-			if ft.backoff == 0 {
-				ft.backoff = c.opts.FightBackoff
-				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
-				c.event(s.key, corev1.EventTypeWarning, "FightDetected",
-					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
-					ref, field, m, m, ignoreSuggestion(ref, field))
-			} else {
-				ft.backoff = min(2*ft.backoff, c.opts.FightMaxBackoff)
-			}
-			ft.until = now.Add(ft.backoff)
-			if ft.backoff > wait {
-				wait = ft.backoff
-			}
-		}
-	}
-	return wait
-}
-
-func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
-	return fmt.Sprintf("{group: %q, kind: %s, name: %s, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
-}
 
 // processFix corrects one drifted object by re-applying it.
 func (c *Controller) processFix(ctx context.Context) bool {
@@ -188,52 +22,91 @@ func (c *Controller) processFix(ctx context.Context) bool {
 	})
 }
 
-func (c *Controller) correct(ctx context.Context, key fixKey) error {
+// correction is what a correction needs from the state, read under the
+// lock in one go.
+type correction struct {
+	s        *bundleState
+	info     driftInfo
+	desired  apply.Desired
+	rendered *manifests.Rendered
+	target   apply.Target
+	force    bool
+	ignore   []string
+}
+
+// pending returns the correction to make for key, if the object is still
+// drifted, desired, not being written and drift is to be corrected.
+func (c *Controller) pending(key fixKey) (correction, bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	s := c.states[key.Bundle]
-	if s == nil {
-		c.mu.Unlock()
-		return nil
+	if s == nil || !s.corrects() || s.inFlight[key.Ref] {
+		return correction{}, false
 	}
 	info, drifted := s.drifted[key.Ref]
 	d, desired := s.desired[key.Ref]
-	if !drifted || !desired || s.inFlight[key.Ref] || s.spec.Paused || s.spec.Drift.DetectOnly() {
-		c.mu.Unlock()
+	if !drifted || !desired {
+		return correction{}, false
+	}
+	return correction{s: s, info: info, desired: d, rendered: s.rendered, target: s.target(),
+		force: s.spec.Drift.ForceEnabled(), ignore: s.ignoreFor(key.Ref)}, true
+}
+
+// correct re-applies one drifted object (or, for a failed bare Pod,
+// deletes it so that it is re-created), then looks at the cache once more:
+// an edit that landed while our write was in flight was skipped by check.
+func (c *Controller) correct(ctx context.Context, key fixKey) error {
+	w, ok := c.pending(key)
+	if !ok {
 		return nil
 	}
-	force := s.spec.Drift.ForceEnabled()
-	ignore := s.ignoreFor(key.Ref)
-	s.inFlight[key.Ref] = true
-	c.mu.Unlock()
-
-	d, err := c.render(s, d)
-	if err != nil {
-		c.mu.Lock()
-		delete(s.inFlight, key.Ref)
-		c.mu.Unlock()
-		if errors.Is(err, errBundleChanged) {
-			c.queue.Add(key.Bundle) // the sync applies what the Bundle says now
-			return nil
+	var res apply.Result
+	err := c.claimed(w.s, []manifests.ObjectRef{key.Ref}, func() error {
+		d, err := c.desiredObject(w.s.key, w.rendered, w.desired, w.target)
+		if err != nil {
+			return err
+		}
+		if w.info.finding.Cause == CausePodFailed {
+			res = apply.Result{Desired: d, Action: apply.Deleted, Err: c.applier.Delete(ctx, d.GVR, d.Ref)}
+			return res.Err
+		}
+		if len(w.info.finding.Foreign) > 0 && w.force {
+			if err := c.applier.ReplaceListItems(ctx, d, w.info.finding.Foreign); err != nil {
+				return err
+			}
+		}
+		res = c.applier.Apply(ctx, c.withoutLostIgnored(d, w.ignore), w.force)
+		c.observeApply(res)
+		c.recordCorrection(w, key, res)
+		return res.Err
+	})
+	switch {
+	case errors.Is(err, errBundleChanged):
+		c.queue.Add(key.Bundle) // the sync applies what the Bundle says now
+		return nil
+	case res.Action == apply.Deleted:
+		return c.afterFailedPodDeleted(key, w.desired, err)
+	case err != nil:
+		if res.Err != nil {
+			c.warn(key.Bundle, "ApplyFailed", "%v", res.Err)
 		}
 		return err
 	}
-
-	if info.finding.Managers[0] == ManagerFailed {
-		return c.deleteFailed(ctx, s, key, d)
+	if w.info.finding.Cause == CauseDeleted {
+		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s re-created after it was deleted", key.Ref)
+	} else {
+		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
+			key.Ref, strings.Join(w.info.finding.Fields, ", "), w.info.finding.ChangedBy())
 	}
-	if len(info.finding.Foreign) > 0 && force {
-		if err := c.applier.ReplaceListItems(ctx, d, info.finding.Foreign); err != nil {
-			c.mu.Lock()
-			delete(s.inFlight, key.Ref)
-			c.mu.Unlock()
-			return err
-		}
-	}
-	res := c.applier.Apply(ctx, c.withoutLostIgnored(d, ignore), force)
-	c.observeApply(res)
+	c.recheck([]apply.Desired{w.desired})
+	return nil
+}
 
+// recordCorrection records a correction's outcome in the state and metrics.
+func (c *Controller) recordCorrection(w correction, key fixKey, res apply.Result) {
 	c.mu.Lock()
-	delete(s.inFlight, key.Ref)
+	defer c.mu.Unlock()
+	s := w.s
 	result := metrics.ResultSuccess
 	if res.Err != nil {
 		result = metrics.ResultError
@@ -244,7 +117,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		delete(s.problems, key.Ref)
 		s.corrections++
 		s.lastApplied = time.Now()
-		c.metrics.DriftCorrectionSeconds.Observe(time.Since(info.seen).Seconds())
+		c.metrics.DriftCorrectionSeconds.Observe(time.Since(w.info.seen).Seconds())
 	}
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, result).Inc()
 	// Both results' series exist once a kind was corrected: an error
@@ -252,34 +125,13 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultError)
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultSuccess)
 	c.statuses.Add(s.key)
-	c.mu.Unlock()
-
-	if res.Err != nil {
-		c.warn(key.Bundle, "ApplyFailed", "%v", res.Err)
-		return res.Err
-	}
-	if info.finding.Managers[0] == ManagerDeleted {
-		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s re-created after it was deleted", key.Ref)
-	} else {
-		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
-			key.Ref, strings.Join(info.finding.Fields, ", "), info.finding.ChangedBy())
-	}
-	// An edit that landed while our apply was in flight was skipped by
-	// check; look at the cache once more so that it is not lost.
-	if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
-		c.check(d.GVR, obj)
-	}
-	return nil
 }
 
-// deleteFailed deletes an owned Pod that failed, so that it is re-created:
-// the deletion event is drift like any other. An event that arrived while
-// the deletion was in flight was skipped, so the cache is looked at again.
-func (c *Controller) deleteFailed(ctx context.Context, s *bundleState, key fixKey, d apply.Desired) error {
-	err := c.applier.Delete(ctx, d.GVR, d.Ref)
-	c.mu.Lock()
-	delete(s.inFlight, key.Ref)
-	c.mu.Unlock()
+// afterFailedPodDeleted reports the deletion of a failed bare Pod. Its
+// deletion is drift like any other, which re-creates it; a deletion event
+// that arrived while the write was claimed was skipped, so the cache is
+// looked at again.
+func (c *Controller) afterFailedPodDeleted(key fixKey, d apply.Desired, err error) error {
 	if err != nil {
 		c.warn(key.Bundle, "ApplyFailed", "%s failed and cannot be deleted for re-creation: %v", key.Ref, err)
 		return err
@@ -289,6 +141,34 @@ func (c *Controller) deleteFailed(ctx context.Context, s *bundleState, key fixKe
 		c.onGone(d.GVR, d.Ref.Namespace, d.Ref.Name)
 	}
 	return nil
+}
+
+// errBundleChanged says that the Bundle's inputs changed since the render
+// that a correction would read from: its next sync takes over.
+var errBundleChanged = errors.New("the bundle changed since its last sync")
+
+// desiredObject reads one desired object again from the last sync's
+// render and prepares it exactly as the sync did (the same Prepare), as
+// long as the Bundle's inputs are those of that render, and checks that it
+// is the same content. The recorded state keeps no request bodies, so
+// this is how every correction gets its object, whatever rendered it.
+func (c *Controller) desiredObject(key types.NamespacedName, r *manifests.Rendered, d apply.Desired, t apply.Target) (apply.Desired, error) {
+	cached := c.cachedBundle(key)
+	if r == nil || cached == nil || cached.GetGeneration() != r.Generation {
+		return d, fmt.Errorf("bundle %s: %w", key, errBundleChanged)
+	}
+	obj, err := r.Object(d.Locator)
+	if err != nil {
+		return d, fmt.Errorf("%s: %w", d.Ref, errBundleChanged)
+	}
+	prepared, invalid := c.applier.Prepare([]manifests.Object{{Object: obj, Source: d.Source, Locator: d.Locator}}, t)
+	if len(invalid) > 0 {
+		return d, invalid[0]
+	}
+	if nd := prepared[0]; nd.Hash == d.Hash && nd.Ref == d.Ref {
+		return nd, nil
+	}
+	return d, fmt.Errorf("%s: %w", d.Ref, errBundleChanged)
 }
 
 // observeApply records an apply's duration.
@@ -301,43 +181,18 @@ func (c *Controller) observeApply(r apply.Result) {
 	c.metrics.ApplyDuration.WithLabelValues(metrics.ResultError) // exists from the first apply: a rate of 0, not absent
 }
 
-// recordApplyError files a failed apply as a conflict or a failure. The
-// caller holds c.mu.
+// recordApplyError files a failed apply as a conflict, naming the
+// managers that the API server's conflict causes name, or as a failure.
+// The caller holds c.mu.
 func (c *Controller) recordApplyError(s *bundleState, r apply.Result) {
 	ref := r.Desired.Ref
 	if apply.IsConflict(r.Err) {
-		manager := conflictManager(r.Err.Error())
-		s.problems[ref] = problem{state: manifests.StateConflict, manager: manager, message: r.Err.Error()}
-		c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, manager).Inc()
+		managers := apply.ConflictManagers(r.Err)
+		s.problems[ref] = problem{state: manifests.StateConflict, manager: strings.Join(managers, ","), message: r.Err.Error()}
+		for _, m := range managers {
+			c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+		}
 		return
 	}
 	s.problems[ref] = problem{state: manifests.StateFailed, message: r.Err.Error()}
-}
-
-// conflictManager extracts the first manager named in an apply conflict:
-// `Apply failed with 1 conflict: conflict with "kubectl-edit" using apps/v1: .spec.replicas`.
-func conflictManager(msg string) string {
-	const marker = `conflict with "`
-	i := strings.Index(msg, marker)
-	if i < 0 {
-		return "unknown"
-	}
-	rest := msg[i+len(marker):]
-	if j := strings.IndexByte(rest, '"'); j > 0 {
-		return rest[:j]
-	}
-	return "unknown"
-}
-
-// newer reports whether resourceVersion a is later than b. Resource
-// versions are opaque in the API conventions, but kube-apiserver's are etcd
-// revisions, increasing integers; when either does not parse (an
-// aggregated API with its own storage), any difference counts as newer.
-func newer(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	if errA != nil || errB != nil {
-		return a != b
-	}
-	return x > y
 }

@@ -2,6 +2,7 @@ package drift
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -9,20 +10,36 @@ import (
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
 
-// ManagerDeleted and ManagerRemoved name the culprit when no field manager
-// holds the lost fields: the object was deleted, or the fields were removed.
+// Cause is why an object no longer holds what was applied.
+type Cause string
+
+// The causes of drift. Their lower-case forms name the culprit in status,
+// events and metrics when no field manager holds the lost fields.
 const (
-	ManagerDeleted = "deleted"
-	ManagerRemoved = "removed"
+	// CauseChanged: other field managers hold fields we applied.
+	CauseChanged Cause = "Changed"
+	// CauseRemoved: fields we applied were removed; nobody holds them.
+	CauseRemoved Cause = "Removed"
+	// CauseDeleted: the object is gone.
+	CauseDeleted Cause = "Deleted"
+	// CausePodFailed: an owned bare Pod failed and never runs again; it is
+	// deleted, and its deletion re-creates it.
+	CausePodFailed Cause = "PodFailed"
 )
+
+// culprit is how a cause without a field manager is named to users
+// ("deleted", "removed", "failed"): status.resources[].changedBy, events,
+// and the manager label of driftwatch_drift_detected_total.
+var culprit = map[Cause]string{CauseRemoved: "removed", CauseDeleted: "deleted", CausePodFailed: "failed"}
 
 // Finding is the drift of one object.
 type Finding struct {
+	Cause Cause
 	// Fields that we applied and no longer own, as field paths
 	// (".spec.replicas"), sorted; only the outermost lost path of a subtree.
 	Fields []string
 	// Managers that now hold them (with "/subresource" when not the main
-	// resource), or ManagerRemoved / ManagerDeleted.
+	// resource), sorted; empty unless Cause is CauseChanged.
 	Managers []string
 	// Foreign are list items that another manager added to a list in
 	// which we lost an item: a changed key (a Service port 443 → 444, a
@@ -35,8 +52,22 @@ type Finding struct {
 // Drifted reports whether anything drifted.
 func (f Finding) Drifted() bool { return len(f.Fields) > 0 }
 
-// ChangedBy joins the managers for status and events.
-func (f Finding) ChangedBy() string { return strings.Join(f.Managers, ",") }
+// Culprits are the managers that hold the lost fields, or the cause's
+// name when none does.
+func (f Finding) Culprits() []string {
+	if len(f.Managers) > 0 {
+		return f.Managers
+	}
+	return []string{culprit[f.Cause]}
+}
+
+// ChangedBy joins the culprits for status and events.
+func (f Finding) ChangedBy() string { return strings.Join(f.Culprits(), ",") }
+
+// same reports whether two findings name the same fields and culprits.
+func (f Finding) same(g Finding) bool {
+	return f.Cause == g.Cause && slices.Equal(f.Fields, g.Fields) && slices.Equal(f.Managers, g.Managers)
+}
 
 // Detect compares the fields we last applied with the managedFields the
 // server reports now. It makes no API call and compares no values, so
@@ -83,7 +114,7 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 	if lost.Empty() {
 		return Finding{}, nil
 	}
-	f := Finding{}
+	f := Finding{Cause: CauseChanged}
 	seen := map[string]bool{}
 	lost.Iterate(func(p fieldpath.Path) {
 		// Report the outermost lost path: a lost container item is one
@@ -106,7 +137,7 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 	}
 	sort.Strings(f.Managers)
 	if len(f.Managers) == 0 {
-		f.Managers = []string{ManagerRemoved}
+		f.Cause = CauseRemoved
 	}
 	f.Foreign = foreignItems(lost, owned, others)
 	return f, nil
@@ -147,7 +178,12 @@ func foreignItems(lost, owned *fieldpath.Set, others map[string]*fieldpath.Set) 
 
 // Deleted is the finding for an object that no longer exists.
 func Deleted() Finding {
-	return Finding{Fields: []string{"."}, Managers: []string{ManagerDeleted}}
+	return Finding{Cause: CauseDeleted, Fields: []string{"."}}
+}
+
+// PodFailed is the finding for an owned bare Pod that failed.
+func PodFailed() Finding {
+	return Finding{Cause: CausePodFailed, Fields: []string{".status.phase"}}
 }
 
 func ignored(path string, rules []string) bool {

@@ -62,7 +62,7 @@ func TestDetect(t *testing.T) {
 				entry("driftwatch", "", apply, `{"f:metadata":{"f:labels":{"f:app":{}}},"f:spec":{"f:replicas":{},"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
 			},
 			wantFields:   []string{".metadata.labels.tier"},
-			wantManagers: []string{ManagerRemoved},
+			wantManagers: []string{"removed"},
 		},
 		{
 			name: "a replaced container is reported once, at the item",
@@ -71,7 +71,7 @@ func TestDetect(t *testing.T) {
 				entry("kubectl-edit", "", update, `{"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"api\"}":{".":{},"f:image":{},"f:name":{}}}}}}}`),
 			},
 			wantFields:   []string{`.spec.template.spec.containers[name="web"]`},
-			wantManagers: []string{ManagerRemoved},
+			wantManagers: []string{"removed"},
 		},
 		{
 			name: "another manager sharing our field is not drift",
@@ -98,8 +98,11 @@ func TestDetect(t *testing.T) {
 			if !reflect.DeepEqual(f.Fields, tt.wantFields) {
 				t.Errorf("fields = %q, want %q", f.Fields, tt.wantFields)
 			}
-			if !reflect.DeepEqual(f.Managers, tt.wantManagers) && (len(f.Managers) > 0 || len(tt.wantManagers) > 0) {
-				t.Errorf("managers = %q, want %q", f.Managers, tt.wantManagers)
+			if f.Drifted() && !reflect.DeepEqual(f.Culprits(), tt.wantManagers) {
+				t.Errorf("culprits = %q, want %q", f.Culprits(), tt.wantManagers)
+			}
+			if f.Drifted() && (f.Cause == CauseRemoved) != (len(f.Managers) == 0) {
+				t.Errorf("cause %s with managers %q", f.Cause, f.Managers)
 			}
 			if f.Drifted() != (len(tt.wantFields) > 0) {
 				t.Errorf("Drifted() = %v", f.Drifted())

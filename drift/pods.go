@@ -112,28 +112,48 @@ func (c *Controller) watchPods() {
 }
 
 // OnPod implements watch.Handler: a Pod behind an owned workload changed.
+// A crash is handed to processCrash: finding its owner may take an API
+// read, which must not hold up the informer.
 func (c *Controller) OnPod(obj *watch.Object) {
-	crash, crashed := podCrash(obj.Pod)
-	if obj.Deleting {
-		crashed = false
-	}
+	_, crashed := podCrash(obj.Pod)
 	podKey := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
-	if !crashed {
+	if !crashed || obj.Deleting {
 		c.clearCrash(podKey, obj.UID, obj.Deleting)
 		return
 	}
-	if c.ctx == nil {
-		return // not running
+	c.mu.Lock()
+	c.crashing[podKey] = obj
+	c.mu.Unlock()
+	c.crashQueue.Add(podKey)
+}
+
+// processCrash records one crashing Pod against its Bundle.
+func (c *Controller) processCrash(ctx context.Context) bool {
+	return processNext(ctx, c.crashQueue, c.recordCrash, func(key types.NamespacedName, err error) {
+		c.logger.V(2).Info("Cannot attribute a crashing Pod; retrying", "pod", key, "err", err)
+	})
+}
+
+// recordCrash marks the Bundle behind a crashing Pod not ready, counts the
+// crash once per failed run and re-syncs the Bundle at once.
+func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedName) error {
+	c.mu.Lock()
+	obj := c.crashing[podKey]
+	delete(c.crashing, podKey)
+	c.mu.Unlock()
+	if obj == nil {
+		return nil // healthy again, or gone, since it was queued
 	}
-	owner, ok := c.podOwner(c.ctx, obj)
-	if !ok {
-		return
+	crash, _ := podCrash(obj.Pod)
+	owner, ok, err := c.podOwner(ctx, obj)
+	if err != nil || !ok {
+		return err
 	}
 	c.mu.Lock()
 	s, ref, found := c.lookup(owner.gvr, owner.ref.Namespace, owner.ref.Name, nil)
 	if !found {
 		c.mu.Unlock()
-		return
+		return nil
 	}
 	runs := c.crashRuns[obj.UID]
 	if runs == nil {
@@ -147,17 +167,19 @@ func (c *Controller) OnPod(obj *watch.Object) {
 	c.mu.Unlock()
 	c.statuses.Add(key)
 	if !isNew {
-		return
+		return nil
 	}
 	c.metrics.PodCrashes.WithLabelValues(key.Namespace, key.Name, crash.Reason).Inc()
 	c.warn(key, "PodCrashed", "%s: pod %s %s", ref, obj.Name, crash)
 	// Re-sync at once: re-apply what drifted, recompute readiness.
 	c.queue.Add(key)
+	return nil
 }
 
 func (c *Controller) clearCrash(pod types.NamespacedName, uid types.UID, gone bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	delete(c.crashing, pod)
 	if gone {
 		delete(c.crashRuns, uid)
 	}
@@ -177,10 +199,10 @@ type ownerRef struct {
 // podOwner finds the owned object behind a Pod: its controller, or for a
 // ReplicaSet's Pod, the ReplicaSet's controller (one metadata read per
 // ReplicaSet, remembered: only crashing Pods ask).
-func (c *Controller) podOwner(ctx context.Context, pod *watch.Object) (ownerRef, bool) {
+func (c *Controller) podOwner(ctx context.Context, pod *watch.Object) (ownerRef, bool, error) {
 	ctl := controllerOf(pod.OwnerReferences)
 	if ctl == nil {
-		return ownerRef{}, false
+		return ownerRef{}, false, nil
 	}
 	if ctl.Kind == "ReplicaSet" {
 		rsKey := types.NamespacedName{Namespace: pod.Namespace, Name: ctl.Name}
@@ -192,7 +214,7 @@ func (c *Controller) podOwner(ctx context.Context, pod *watch.Object) (ownerRef,
 				Ref: manifests.ObjectRef{Group: "apps", Kind: "ReplicaSet", Namespace: pod.Namespace, Name: ctl.Name},
 				GVR: schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}})
 			if err != nil || rs == nil {
-				return ownerRef{}, false
+				return ownerRef{}, false, err
 			}
 			if d := controllerOf(rs.GetOwnerReferences()); d != nil && d.Kind == "Deployment" {
 				dep = d.Name
@@ -202,11 +224,13 @@ func (c *Controller) podOwner(ctx context.Context, pod *watch.Object) (ownerRef,
 			c.mu.Unlock()
 		}
 		if dep != "" {
-			return c.ownerFor("apps", "Deployment", pod.Namespace, dep)
+			o, ok := c.ownerFor("apps", "Deployment", pod.Namespace, dep)
+			return o, ok, nil
 		}
 	}
 	gv, _ := schema.ParseGroupVersion(ctl.APIVersion)
-	return c.ownerFor(gv.Group, ctl.Kind, pod.Namespace, ctl.Name)
+	o, ok := c.ownerFor(gv.Group, ctl.Kind, pod.Namespace, ctl.Name)
+	return o, ok, nil
 }
 
 // ownerFor resolves a group-kind to the resource type it is watched as.
@@ -230,12 +254,9 @@ func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
 	return nil
 }
 
-// ManagerFailed names the culprit of an owned bare Pod that failed: a
-// failed Pod never runs again, so it is deleted and re-created.
-const ManagerFailed = "failed"
-
-// podFailed reports an owned Pod that failed as drift; its correction
-// deletes it, and the deletion's correction re-creates it.
+// podFailed reports an owned bare Pod that failed as drift: a failed Pod
+// never runs again, so its correction deletes it, and the deletion's
+// correction re-creates it.
 func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Object) {
 	now := time.Now()
 	c.mu.Lock()
@@ -244,8 +265,8 @@ func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Objec
 	if !ok || s.applied[ref] == nil || s.inFlight[ref] || obj.Deleting {
 		return
 	}
-	if d, ok := s.drifted[ref]; ok && d.finding.Managers[0] == ManagerFailed {
+	if d, ok := s.drifted[ref]; ok && d.finding.Cause == CausePodFailed {
 		return
 	}
-	c.driftFound(s, ref, Finding{Fields: []string{".status.phase"}, Managers: []string{ManagerFailed}}, now)
+	c.driftFound(s, ref, PodFailed(), now)
 }

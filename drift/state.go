@@ -54,23 +54,31 @@ type fight struct {
 // bundleState is everything the controller knows about one Bundle. It is
 // guarded by Controller.mu.
 type bundleState struct {
-	key        types.NamespacedName
-	set        ownership.Set
+	key types.NamespacedName
+	set ownership.Set
+	// spec is the effective spec of the last sync (the Bundle's own while
+	// none has rendered); generation the Bundle's generation it saw.
 	spec       manifests.BundleSpec
 	generation int64
-	declared   int // objects decoded from the resources, valid or not
-	// decodeFailures counts documents that could not be decoded.
-	decodeFailures int
+	// rendered is the last sync's render, without its objects: what a
+	// correction reads its one object from.
+	rendered *manifests.Rendered
+	declared int // objects rendered, valid or not
+	// renderFailures counts documents that could not be rendered.
+	renderFailures int
 
 	desired  map[manifests.ObjectRef]apply.Desired
 	applied  map[manifests.ObjectRef]*apply.Applied
 	problems map[manifests.ObjectRef]problem
 	drifted  map[manifests.ObjectRef]driftInfo
+	// inFlight marks objects that a write of ours is changing: their
+	// events show our own write, not drift. Taken with claim, released by
+	// Controller.claimed.
 	inFlight map[manifests.ObjectRef]bool
 	fights   map[fightKey]*fight
 	// crashes are the Pods behind owned objects that crash now.
 	crashes map[types.NamespacedName]podCrashState
-	// bundleErrors are errors that belong to no single object (decoding).
+	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
 
 	parentHash  string // of the ApplySet parent last applied
@@ -92,6 +100,29 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 	}
 }
 
+// claimed runs write with refs marked in flight — the events that our
+// own write causes are then not taken for drift — and releases the marks
+// when write returns, however it returns: this is the one place where
+// marks are taken and released, because a mark never released would hide
+// that object's drift for good. Whoever records the write's outcome does
+// it inside write; whoever looks at the cache again afterwards does it
+// after claimed returns.
+func (c *Controller) claimed(s *bundleState, refs []manifests.ObjectRef, write func() error) error {
+	c.mu.Lock()
+	for _, ref := range refs {
+		s.inFlight[ref] = true
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		for _, ref := range refs {
+			delete(s.inFlight, ref)
+		}
+		c.mu.Unlock()
+	}()
+	return write()
+}
+
 // ignoreFor returns the ignored field paths that apply to ref.
 func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 	var out []string
@@ -110,6 +141,14 @@ func (s *bundleState) has(ref manifests.ObjectRef) bool {
 		return true
 	}
 	return s.applied[ref] != nil
+}
+
+// corrects reports whether drift is corrected, not only reported.
+func (s *bundleState) corrects() bool { return !s.spec.Paused && !s.spec.Drift.DetectOnly() }
+
+// target is where the Bundle's objects go.
+func (s *bundleState) target() apply.Target {
+	return apply.Target{Set: s.set, DefaultNamespace: s.spec.DefaultNamespace, TargetNamespace: s.spec.TargetNamespace}
 }
 
 func keyOf(d apply.Desired) objKey {

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/manifests"
 )
 
 // Labels and annotations that mark ownership. The applyset.kubernetes.io
@@ -96,6 +98,15 @@ func (s Set) Stamp(obj *unstructured.Unstructured) {
 	}
 	ann[BundleAnnotation] = s.Bundle.String()
 	obj.SetAnnotations(ann)
+}
+
+// ParentGVR is the resource of ApplySet parents: driftwatch's are
+// ConfigMaps in the agent's namespace of the target cluster.
+var ParentGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+// ParentRef returns the identity of the set's parent ConfigMap.
+func (s Set) ParentRef() manifests.ObjectRef {
+	return manifests.ObjectRef{Kind: "ConfigMap", Namespace: s.ParentNamespace, Name: s.ParentName}
 }
 
 // Owns reports whether an object with these labels belongs to the set.

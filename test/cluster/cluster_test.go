@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"errors"
 	"os"
 	"syscall"
@@ -13,7 +12,7 @@ import (
 // TestStartStop starts a control plane of its own, checks what a client
 // sees, stops it and checks that no process and no directory is left.
 func TestStartStop(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	c, err := Start(ctx, Options{Nodes: 2, Log: t.Output()})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -52,7 +51,7 @@ func TestDriftIsRevertedAndReported(t *testing.T) {
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
 	waitBundle(t, ns, "web", "Ready", ready)
 	client := cp.Client()
-	ctx := context.Background()
+	ctx := t.Context()
 
 	replicas := func() string {
 		d, err := client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
@@ -160,7 +159,7 @@ func TestDriftIsRevertedAndReported(t *testing.T) {
 // applyAs server-side applies a JSON object with force as manager.
 func applyAs(t *testing.T, ns, manager, obj string) {
 	t.Helper()
-	_, err := cp.Client().CoreV1().ConfigMaps(ns).Patch(context.Background(), "settings", types.ApplyPatchType,
+	_, err := cp.Client().CoreV1().ConfigMaps(ns).Patch(t.Context(), "settings", types.ApplyPatchType,
 		[]byte(obj), metav1.PatchOptions{FieldManager: manager, Force: ptr(true)})
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +185,7 @@ func TestDetectModeReportsWithoutWriting(t *testing.T) {
 		t.Errorf("Detect mode: corrections %d, drifted %d, ready %v; want 0, 1, false",
 			b.Status.DriftCorrections, b.Status.Summary.Drifted, isTrue(b, manifests.ConditionReady))
 	}
-	d, err := cp.Client().AppsV1().Deployments(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	d, err := cp.Client().AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +223,7 @@ drift:
 	kubectl(t, "patch", "-n", ns, "deployment/web", "-p", `{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:2"}]}}}}`)
 	waitEvent(t, ns, "web", "DriftCorrected", "image")
 	b := waitBundle(t, ns, "web", "Ready", ready)
-	d, err := cp.Client().AppsV1().Deployments(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	d, err := cp.Client().AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +256,7 @@ resources:
       - {name: https, port: 443, targetPort: 8443}
 `)
 	waitBundle(t, ns, "svc", "Ready", ready)
-	ctx := context.Background()
+	ctx := t.Context()
 	client := cp.Client()
 	// What kubectl edit sends when a user changes the port number.
 	_, err := client.CoreV1().Services(ns).Patch(ctx, "api", types.JSONPatchType,
@@ -289,7 +288,7 @@ drift:
   ignore:
   - {kind: Deployment, fieldPaths: ['.spec.template.spec.containers[name="web"].image']}`))
 	waitBundle(t, ns, "web", "Ready", ready)
-	ctx := context.Background()
+	ctx := t.Context()
 	client := cp.Client()
 	// An image updater owns the image from now on.
 	_, err := client.AppsV1().Deployments(ns).Patch(ctx, "web", types.StrategicMergePatchType,

@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 // parents live, and a running agent that watches it.
 func setup(t *testing.T, extraArgs ...string) (string, *agent) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	if dyn == nil {
 		dyn = dynamic.NewForConfigOrDie(cp.Config(cluster.AdminUser))
 		crd := manifests.CRD()
@@ -192,7 +192,7 @@ func (a *agent) scrape(t *testing.T) string {
 func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
 	var last string
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 60*time.Second, true,
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 60*time.Second, true,
 		func(context.Context) (bool, error) {
 			ok, desc := cond()
 			last = desc
@@ -207,7 +207,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 func createBundle(t *testing.T, ns, name, spec string) {
 	t.Helper()
 	u := bundleObject(t, ns, name, spec)
-	if _, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
+	if _, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Create(t.Context(), u, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating bundle %s: %v", name, err)
 	}
 }
@@ -217,12 +217,12 @@ func updateBundleSpec(t *testing.T, ns, name, spec string) {
 	t.Helper()
 	want := bundleObject(t, ns, name, spec)
 	waitFor(t, "the bundle update", func() (bool, string) {
-		cur, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+		cur, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		cur.Object["spec"] = want.Object["spec"]
-		_, err = dyn.Resource(manifests.BundleGVR).Namespace(ns).Update(context.Background(), cur, metav1.UpdateOptions{})
+		_, err = dyn.Resource(manifests.BundleGVR).Namespace(ns).Update(t.Context(), cur, metav1.UpdateOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
 }
@@ -243,7 +243,7 @@ func bundleObject(t *testing.T, ns, name, spec string) *unstructured.Unstructure
 // getBundle reads a Bundle.
 func getBundle(t *testing.T, ns, name string) *manifests.Bundle {
 	t.Helper()
-	u, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+	u, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func waitBundle(t *testing.T, ns, name, what string, cond func(*manifests.Bundle
 	t.Helper()
 	var b *manifests.Bundle
 	waitFor(t, "bundle "+name+": "+what, func() (bool, string) {
-		u, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+		u, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -284,7 +284,7 @@ func ready(b *manifests.Bundle) bool {
 // events returns the messages of the Bundle's events with reason.
 func events(t *testing.T, ns, bundle, reason string) []string {
 	t.Helper()
-	list, err := cp.Client().CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{
+	list, err := cp.Client().CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{
 		FieldSelector: "involvedObject.name=" + bundle + ",reason=" + reason})
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +317,7 @@ func waitEvent(t *testing.T, ns, bundle, reason string, parts ...string) {
 
 func configMap(t *testing.T, ns, name string) (*corev1.ConfigMap, bool) {
 	t.Helper()
-	cm, err := cp.Client().CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+	cm, err := cp.Client().CoreV1().ConfigMaps(ns).Get(t.Context(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, false
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -37,7 +36,7 @@ func TestPrometheusScrapesDashboardAndAlerts(t *testing.T) {
 	}
 	ns, agent := setup(t)
 	prom := startPrometheus(t, strings.TrimPrefix(agent.metrics, "http://"))
-	ctx := context.Background()
+	ctx := t.Context()
 	client := cp.Client()
 
 	// A Bundle that drifts again and again, fights, and crashes a Pod.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -45,7 +44,7 @@ func TestPodCrashMarksTheBundleNotReady(t *testing.T) {
 	ns, agent := setup(t)
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
 	waitBundle(t, ns, "web", "Ready", ready)
-	ctx := context.Background()
+	ctx := t.Context()
 	client := cp.Client()
 	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	if err != nil || len(pods.Items) == 0 {
@@ -99,7 +98,7 @@ resources:
       - {name: main, image: busybox:1}
 `)
 	waitBundle(t, ns, "pod", "Ready", ready)
-	ctx := context.Background()
+	ctx := t.Context()
 	client := cp.Client()
 	old, err := client.CoreV1().Pods(ns).Get(ctx, "solo", metav1.GetOptions{})
 	if err != nil {

@@ -111,7 +111,7 @@ func TestManagedFieldsMoveToWhoeverChangedThem(t *testing.T) {
 }
 
 func TestApplyByAnotherManager(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	ns := cp.Namespace(t)
 	dyn := dynamic.NewForConfigOrDie(cp.Config(cluster.AdminUser))
 	res := dyn.Resource(deployments).Namespace(ns)
@@ -148,7 +148,7 @@ func TestApplyByAnotherManager(t *testing.T) {
 }
 
 func TestUnprivilegedUsersAndImpersonation(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	ns := cp.Namespace(t)
 	user := cluster.UnprivilegedUsers[0]
 
@@ -176,7 +176,7 @@ func TestUnprivilegedUsersAndImpersonation(t *testing.T) {
 }
 
 func TestKwokRunsPodsAndCrashesThemOnDemand(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	ns := cp.Namespace(t)
 	dyn := dynamic.NewForConfigOrDie(cp.Config(cluster.AdminUser))
 	apply(t, dyn.Resource(deployments).Namespace(ns), "driftwatch", fmt.Sprintf(deploymentYAML, "web", ns, 2), false)
@@ -232,7 +232,7 @@ func TestKwokRunsPodsAndCrashesThemOnDemand(t *testing.T) {
 // apply server-side applies the YAML as manager and fails the test on error.
 func apply(t *testing.T, res dynamic.ResourceInterface, manager, doc string, force bool) *unstructured.Unstructured {
 	t.Helper()
-	obj, err := applyErr(context.Background(), res, manager, doc, force)
+	obj, err := applyErr(t.Context(), res, manager, doc, force)
 	if err != nil {
 		t.Fatalf("apply as %s: %v", manager, err)
 	}
@@ -249,7 +249,7 @@ func applyErr(ctx context.Context, res dynamic.ResourceInterface, manager, doc s
 
 func get(t *testing.T, res dynamic.ResourceInterface, name string) *unstructured.Unstructured {
 	t.Helper()
-	obj, err := res.Get(context.Background(), name, metav1.GetOptions{})
+	obj, err := res.Get(t.Context(), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

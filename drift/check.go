@@ -1,0 +1,188 @@
+package drift
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
+)
+
+// lookup finds the Bundle state and reference of a cached object: through
+// its Bundle label, or for a deleted object (labels nil) in every Bundle.
+// Only objects that a Bundle declares or applied are found. The caller
+// holds c.mu.
+func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name string, labels map[string]string) (*bundleState, manifests.ObjectRef, bool) {
+	kind, ok := c.kinds[gvr]
+	if !ok {
+		return nil, manifests.ObjectRef{}, false
+	}
+	ref := manifests.ObjectRef{Group: gvr.Group, Kind: kind, Namespace: namespace, Name: name}
+	if labels != nil {
+		if key, ok := c.byLabel[labels[ownership.BundleLabel]]; ok {
+			if s, ok := c.states[key]; ok {
+				return s, ref, s.has(ref)
+			}
+		}
+		return nil, ref, false
+	}
+	for _, s := range c.states {
+		if s.has(ref) {
+			return s, ref, true
+		}
+	}
+	return nil, ref, false
+}
+
+// check compares a cached object with what we applied. It makes no API
+// call: the verdict comes from managedFields alone.
+func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
+	if !ok || s.inFlight[ref] || obj.Deleting {
+		return
+	}
+	applied := s.applied[ref]
+	if applied == nil {
+		return
+	}
+	if !newer(obj.ResourceVersion, applied.ResourceVersion) {
+		// Our own write, or an event from before it, still in the queue:
+		// what it shows was overwritten by our apply.
+		return
+	}
+	fields, err := applied.FieldSet()
+	if err != nil {
+		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
+		return
+	}
+	f, err := Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
+	if err != nil {
+		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
+		return
+	}
+	if !f.Drifted() {
+		// Changes to fields we do not own are not our business; remember
+		// the version so that the next event is cheap.
+		applied.ResourceVersion = obj.ResourceVersion
+		if _, was := s.drifted[ref]; was {
+			delete(s.drifted, ref)
+			c.statuses.Add(s.key)
+		}
+		return
+	}
+	c.driftFound(s, ref, f, now)
+}
+
+// onGone handles an owned object that was deleted.
+func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ref, ok := c.lookup(gvr, namespace, name, nil)
+	if !ok || s.inFlight[ref] || s.applied[ref] == nil {
+		return
+	}
+	c.driftFound(s, ref, Deleted(), now)
+}
+
+// driftFound records a drift, reports it and schedules the correction.
+// The caller holds c.mu.
+func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) {
+	prev, seenBefore := s.drifted[ref]
+	s.drifted[ref] = driftInfo{finding: f, seen: now}
+	s.lastDrift = now
+	if !seenBefore || !prev.finding.same(f) {
+		for _, m := range f.Culprits() {
+			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+		}
+		if f.Cause == CauseDeleted {
+			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s was deleted", ref)
+		} else {
+			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
+				ref, strings.Join(f.Fields, ", "), f.ChangedBy())
+		}
+	}
+	c.statuses.Add(s.key)
+	if !s.corrects() {
+		return
+	}
+	fix := fixKey{Bundle: s.key, Ref: ref}
+	if delay := c.recordFight(s, ref, f, now); delay > 0 {
+		c.fixes.AddAfter(fix, delay)
+		return
+	}
+	c.fixes.Add(fix)
+}
+
+// recordFight counts takes of each field by each manager and returns how
+// long to wait before correcting again; 0 means at once. The caller holds
+// c.mu.
+func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) time.Duration {
+	var wait time.Duration
+	for _, m := range f.Managers { // culprits that are not managers cannot fight
+		for _, field := range f.Fields {
+			k := fightKey{Ref: ref, Field: field, Manager: m}
+			ft := s.fights[k]
+			if ft == nil {
+				ft = &fight{}
+				s.fights[k] = ft
+			}
+			if now.Before(ft.until) {
+				if d := ft.until.Sub(now); d > wait {
+					wait = d
+				}
+				continue
+			}
+			hits := ft.hits[:0]
+			for _, h := range ft.hits {
+				if now.Sub(h) < c.opts.FightWindow {
+					hits = append(hits, h)
+				}
+			}
+			ft.hits = append(hits, now)
+			if len(ft.hits) < c.opts.FightThreshold {
+				continue
+			}
+			if ft.backoff == 0 {
+				ft.backoff = c.opts.FightBackoff
+				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+				c.event(s.key, corev1.EventTypeWarning, "FightDetected",
+					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
+					ref, field, m, m, ignoreSuggestion(ref, field))
+			} else {
+				ft.backoff = min(2*ft.backoff, c.opts.FightMaxBackoff)
+			}
+			ft.until = now.Add(ft.backoff)
+			if ft.backoff > wait {
+				wait = ft.backoff
+			}
+		}
+	}
+	return wait
+}
+
+func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
+	return fmt.Sprintf("{group: %q, kind: %s, name: %s, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
+}
+
+// newer reports whether resourceVersion a is later than b. Resource
+// versions are opaque in the API conventions, but kube-apiserver's are etcd
+// revisions, increasing integers; when either does not parse (an
+// aggregated API with its own storage), any difference counts as newer.
+func newer(a, b string) bool {
+	x, errA := strconv.ParseUint(a, 10, 64)
+	y, errB := strconv.ParseUint(b, 10, 64)
+	if errA != nil || errB != nil {
+		return a != b
+	}
+	return x > y
+}

@@ -1,0 +1,89 @@
+package drift
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
+)
+
+// ensureFinalizer adds the cleanup finalizer to a Bundle.
+func (c *Controller) ensureFinalizer(ctx context.Context, u *unstructured.Unstructured) error {
+	for _, f := range u.GetFinalizers() {
+		if f == Finalizer {
+			return nil
+		}
+	}
+	patch := fmt.Appendf(nil, `{"metadata":{"finalizers":[%q],"resourceVersion":%q}}`, Finalizer, u.GetResourceVersion())
+	_, err := c.sourceClient().Resource(manifests.BundleGVR).Namespace(u.GetNamespace()).
+		Patch(ctx, u.GetName(), types.MergePatchType, patch, metav1.PatchOptions{FieldManager: c.applier.FieldManager()})
+	if err != nil {
+		return fmt.Errorf("adding finalizer to bundle %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+	}
+	return nil
+}
+
+// finalize deletes a deleted Bundle's objects (unless it keeps them), then
+// releases the Bundle.
+func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured, b *manifests.Bundle) error {
+	c.mu.Lock()
+	s := c.states[key]
+	var owned []apply.Desired
+	if s != nil {
+		for _, d := range s.desired {
+			owned = append(owned, d)
+		}
+		s.spec.Paused = true // no corrections while we clean up
+	}
+	c.mu.Unlock()
+	if b != nil && !b.Spec.KeepResourcesOnDelete && s != nil {
+		if errs := c.pruneObjects(ctx, s, owned); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		if errs := c.pruneStrays(ctx, s, newPlan(nil)); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	if s != nil {
+		if err := c.applier.Delete(ctx, ownership.ParentGVR, s.set.ParentRef()); err != nil {
+			return err
+		}
+	}
+	var kept []string
+	for _, f := range u.GetFinalizers() {
+		if f != Finalizer {
+			kept = append(kept, f)
+		}
+	}
+	patch := map[string]any{"metadata": map[string]any{"finalizers": kept, "resourceVersion": u.GetResourceVersion()}}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	_, err = c.sourceClient().Resource(manifests.BundleGVR).Namespace(key.Namespace).
+		Patch(ctx, key.Name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: c.applier.FieldManager()})
+	if err != nil {
+		return fmt.Errorf("removing finalizer from bundle %s: %w", key, err)
+	}
+	c.forget(key)
+	return nil
+}
+
+// forget drops a Bundle's state and metrics.
+func (c *Controller) forget(key types.NamespacedName) {
+	c.mu.Lock()
+	delete(c.states, key)
+	delete(c.byLabel, ownership.BundleLabelValue(key))
+	c.mu.Unlock()
+	c.metrics.ForgetBundle(key.Namespace, key.Name)
+	c.stopUnusedWatches()
+	c.watchPods()
+}

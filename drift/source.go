@@ -1,0 +1,185 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/driftwatch/driftwatch/clusters"
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// source is one connection to the source cluster: the Bundle informer and
+// the writers of status and events, all on one set of clients, run under
+// their own context so that they can be replaced together when the
+// cluster provider hands out new clients. The target side — informers,
+// caches, applied state — does not depend on it.
+type source struct {
+	client      dynamic.Interface
+	bundles     cache.SharedIndexInformer
+	broadcaster record.EventBroadcaster
+	recorder    record.EventRecorder
+	cancel      context.CancelFunc
+	done        chan struct{} // closed when the informer has stopped
+}
+
+// connect starts a connection on clients and returns it once its Bundle
+// cache has synced.
+func (c *Controller) connect(ctx context.Context, clients *clusters.Clients) (*source, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	src := &source{client: clients.Dynamic, cancel: cancel, done: make(chan struct{})}
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(clients.Dynamic, 0, c.opts.Namespace, nil)
+	src.bundles = factory.ForResource(manifests.BundleGVR).Informer()
+	// The source connection: lost on a watch error, back once the Bundle
+	// watch delivers again (after a re-list every Bundle is delivered anew)
+	// or a status write succeeds.
+	_ = src.bundles.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		c.metrics.SourceConnected.Set(0)
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}) // fails only once the informer runs; it has not started
+	_, _ = src.bundles.AddEventHandler(c.bundleHandler()) // fails only once stopped
+	src.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
+	src.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Kube.CoreV1().Events("")})
+	src.recorder = src.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.applier.FieldManager()})
+	go func() {
+		defer close(src.done)
+		defer utilruntime.HandleCrashWithContext(ctx)
+		src.bundles.RunWithContext(ctx)
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), src.bundles.HasSynced) {
+		src.stop()
+		return nil, fmt.Errorf("bundle informer did not sync")
+	}
+	return src, nil
+}
+
+// stop ends the connection and waits for its informer.
+func (s *source) stop() {
+	s.cancel()
+	<-s.done
+	s.broadcaster.Shutdown()
+}
+
+// superviseSource replaces the source connection whenever the cluster
+// provider replaces the source cluster's clients: the new connection
+// syncs its Bundle cache first, then takes over, then the old one stops,
+// so that no worker ever reads an empty cache (which would look like every
+// Bundle deleted). Every Bundle the new cache lists is queued; a Bundle
+// unchanged on the new server writes nothing but its status.
+func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-swapped:
+		}
+		var clients *clusters.Clients
+		clients, swapped = c.sources.Source()
+		src, err := c.connect(ctx, clients)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.logger.Error(err, "Cannot connect to the new source cluster; keeping the old connection")
+			}
+			continue
+		}
+		old := c.src.Swap(src)
+		old.stop()
+		c.metrics.SourceConnected.Set(1)
+		c.logger.Info("Source cluster clients replaced; Bundle cache synced on the new ones", "host", clients.Config.Host)
+	}
+}
+
+// bundleHandler queues Bundles as the informer shows them.
+func (c *Controller) bundleHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			c.connected()
+			c.enqueueBundle(obj)
+		},
+		UpdateFunc: func(old, obj any) {
+			c.connected()
+			// Our own status writes change neither generation nor
+			// deletion state, and the finalizer a sync adds is already
+			// known to that sync: they need no further sync (a sync of a
+			// large Bundle decodes all of it). A finalizer of ours that
+			// someone removed is put back.
+			o, n := old.(*unstructured.Unstructured), obj.(*unstructured.Unstructured)
+			if o.GetGeneration() != n.GetGeneration() || n.GetDeletionTimestamp() != nil ||
+				(hasFinalizer(o) && !hasFinalizer(n)) {
+				c.enqueueBundle(obj)
+			}
+		},
+		DeleteFunc: c.enqueueBundle,
+	}
+}
+
+// connected marks the source cluster reachable, once the workers run.
+func (c *Controller) connected() {
+	if c.synced.Load() {
+		c.metrics.SourceConnected.Set(1)
+	}
+}
+
+func hasFinalizer(u *unstructured.Unstructured) bool {
+	return slices.Contains(u.GetFinalizers(), Finalizer)
+}
+
+func (c *Controller) enqueueBundle(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+}
+
+// cachedBundle returns the Bundle from the informer cache, nil if gone.
+func (c *Controller) cachedBundle(key types.NamespacedName) *unstructured.Unstructured {
+	obj, exists, err := c.src.Load().bundles.GetStore().GetByKey(key.String())
+	if err != nil || !exists {
+		return nil // the store's GetByKey never fails for a string key
+	}
+	return obj.(*unstructured.Unstructured)
+}
+
+// bundleFromCache returns the Bundle from the informer cache, nil if gone.
+func (c *Controller) bundleFromCache(key types.NamespacedName) (*unstructured.Unstructured, *manifests.Bundle, error) {
+	u := c.cachedBundle(key)
+	if u == nil {
+		return nil, nil, nil
+	}
+	var b manifests.Bundle
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &b); err != nil {
+		return u, nil, fmt.Errorf("bundle %s: %w", key, err)
+	}
+	return u, &b, nil
+}
+
+// event records an event on a Bundle, if it still exists.
+func (c *Controller) event(key types.NamespacedName, eventType, reason, format string, args ...any) {
+	if u := c.cachedBundle(key); u != nil {
+		c.src.Load().recorder.Eventf(u, eventType, reason, format, args...)
+	}
+}
+
+// warn records a Warning event.
+func (c *Controller) warn(key types.NamespacedName, reason, format string, args ...any) {
+	c.event(key, corev1.EventTypeWarning, reason, format, args...)
+}
+
+// sourceClient returns the source cluster's client of the current
+// connection.
+func (c *Controller) sourceClient() dynamic.Interface { return c.src.Load().client }

@@ -1,0 +1,149 @@
+package drift
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/watch"
+)
+
+var (
+	deployGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	cmGVR     = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	web       = manifests.ObjectRef{Group: "apps", Kind: "Deployment", Namespace: "ns", Name: "web"}
+	settings  = manifests.ObjectRef{Kind: "ConfigMap", Namespace: "ns", Name: "settings"}
+	extra     = manifests.ObjectRef{Kind: "ConfigMap", Namespace: "ns", Name: "extra"}
+)
+
+func inputOf(objs ...objectStatus) statusInput {
+	return statusInput{generation: 2, declared: len(objs), anyApplied: true,
+		problems: map[manifests.ObjectRef]problem{}, drifted: map[manifests.ObjectRef]Finding{}, objects: objs}
+}
+
+func condition(t *testing.T, st manifests.BundleStatus, typ string) metav1.Condition {
+	t.Helper()
+	c := meta.FindStatusCondition(st.Conditions, typ)
+	if c == nil {
+		t.Fatalf("no %s condition in %+v", typ, st.Conditions)
+	}
+	return *c
+}
+
+func TestComputeStatus(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	ready := objectStatus{ref: web, apiVersion: "apps/v1", gvr: deployGVR, applied: true}
+	cm := objectStatus{ref: settings, apiVersion: "v1", gvr: cmGVR, applied: true}
+	tests := []struct {
+		name   string
+		in     func() statusInput
+		want   manifests.Summary
+		ready  bool
+		synced string // the Synced condition's reason
+		check  func(t *testing.T, st manifests.BundleStatus)
+	}{
+		{name: "all applied and ready", in: func() statusInput { return inputOf(ready, cm) },
+			want: manifests.Summary{Desired: 2, Ready: 2}, ready: true, synced: "Applied"},
+		{name: "a rollout in progress", in: func() statusInput {
+			r := ready
+			r.readiness = &watch.Readiness{Status: "InProgress", Message: "Replicas: 0/2"}
+			return inputOf(r, cm)
+		}, want: manifests.Summary{Desired: 2, Ready: 1, NotReady: 1}, synced: "Applied",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if msg := condition(t, st, manifests.ConditionReady).Message; !strings.Contains(msg, "Deployment/web: InProgress: Replicas: 0/2") {
+					t.Errorf("Ready message %q does not say why", msg)
+				}
+			}},
+		{name: "drifted, deleted and in a fight", in: func() statusInput {
+			in := inputOf(ready, cm, objectStatus{ref: extra, gvr: cmGVR, applied: true})
+			in.drifted[web] = Finding{Cause: CauseChanged, Fields: []string{".spec.replicas"}, Managers: []string{"kubectl/scale"}}
+			in.drifted[settings] = Deleted()
+			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "kubectl/scale"},
+				backoff: 5 * time.Second, until: now.Add(time.Second)}}
+			return in
+		}, want: manifests.Summary{Desired: 3, Ready: 1, Drifted: 1, Missing: 1}, synced: "Applied",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if c := condition(t, st, manifests.ConditionStalled); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "kubectl/scale") {
+					t.Errorf("Stalled = %+v, want True naming the manager", c)
+				}
+				var states []string
+				for _, r := range st.Resources {
+					states = append(states, r.Name+"="+string(r.State)+"/"+r.ChangedBy)
+				}
+				if got := strings.Join(states, " "); got != "settings=Missing/deleted web=Drifted/kubectl/scale" {
+					t.Errorf("resources: %s", got)
+				}
+			}},
+		{name: "a fight that is over does not stall", in: func() statusInput {
+			in := inputOf(ready)
+			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"}, until: now.Add(-time.Second)}}
+			return in
+		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Applied",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if c := condition(t, st, manifests.ConditionStalled); c.Status != metav1.ConditionFalse {
+					t.Errorf("Stalled = %+v", c)
+				}
+			}},
+		{name: "only conflicts", in: func() statusInput {
+			in := inputOf(ready, cm)
+			in.problems[settings] = problem{state: manifests.StateConflict, manager: "other-tool", message: "conflict"}
+			return in
+		}, want: manifests.Summary{Desired: 2, Ready: 1, Conflicts: 1}, synced: "Conflict"},
+		{name: "a failed document and a failed apply", in: func() statusInput {
+			in := inputOf(ready, cm)
+			in.declared, in.renderFailures = 3, 1
+			in.bundleErrors = []string{"bad.yaml#1: invalid YAML"}
+			in.problems[settings] = problem{state: manifests.StateFailed, message: "forbidden"}
+			return in
+		}, want: manifests.Summary{Desired: 3, Ready: 1, Failed: 2}, synced: "ApplyFailed",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if msg := condition(t, st, manifests.ConditionSynced).Message; msg != "bad.yaml#1: invalid YAML; forbidden" {
+					t.Errorf("Synced message %q", msg)
+				}
+			}},
+		{name: "paused with what it applied ready", in: func() statusInput {
+			in := inputOf(ready)
+			in.paused = true
+			return in
+		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Paused"},
+		{name: "a crashing pod", in: func() statusInput {
+			in := inputOf(ready)
+			in.crashes = []podCrashState{{owner: web, pod: "web-1", crash: Crash{Container: "app", Reason: "OOMKilled", ExitCode: 137}}}
+			return in
+		}, want: manifests.Summary{Desired: 1, NotReady: 1}, synced: "Applied",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if len(st.Resources) != 1 || !strings.Contains(st.Resources[0].Message, "pod web-1 container app: OOMKilled (exit code 137)") {
+					t.Errorf("resources %+v", st.Resources)
+				}
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := computeStatus(tt.in(), manifests.BundleStatus{}, now)
+			if st.Summary != tt.want {
+				t.Errorf("summary %+v, want %+v", st.Summary, tt.want)
+			}
+			if got := condition(t, st, manifests.ConditionReady).Status == metav1.ConditionTrue; got != tt.ready {
+				t.Errorf("Ready = %v, want %v (%s)", got, tt.ready, condition(t, st, manifests.ConditionReady).Message)
+			}
+			if r := condition(t, st, manifests.ConditionSynced).Reason; r != tt.synced {
+				t.Errorf("Synced reason %s, want %s", r, tt.synced)
+			}
+			if st.ObservedGeneration != 2 {
+				t.Errorf("observedGeneration %d", st.ObservedGeneration)
+			}
+			if tt.check != nil {
+				tt.check(t, st)
+			}
+			// The same state later gives the same status: nothing to write.
+			if again := computeStatus(tt.in(), st, now.Add(500*time.Millisecond)); !equalJSON(again, st) {
+				t.Errorf("an unchanged state changed the status:\n%+v\n%+v", st, again)
+			}
+		})
+	}
+}

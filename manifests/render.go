@@ -1,0 +1,186 @@
+package manifests
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Cluster is the target cluster a Bundle is rendered for: its name and
+// labels, which target customisations select on.
+type Cluster struct {
+	Name   string
+	Labels map[string]string
+}
+
+// writeTo feeds the cluster's identity into h, labels sorted.
+func (c Cluster) writeTo(h hash.Hash) {
+	writeString(h, c.Name)
+	keys := make([]string, 0, len(c.Labels))
+	for k := range c.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		writeString(h, k)
+		writeString(h, c.Labels[k])
+	}
+}
+
+// Effective returns the spec that applies on cluster: the Bundle's spec
+// with the target customisation that matches the cluster merged in. It is a
+// pure function of its inputs. The Bundle API has no target customisations
+// yet, so today the spec comes back as it is.
+func Effective(spec BundleSpec, cluster Cluster) (BundleSpec, error) {
+	return spec, nil
+}
+
+// A Renderer turns the effective spec of one kind of source — raw
+// manifests, a Kustomize tree, a Helm chart — into desired objects. It
+// returns the objects it could render and one error per document or input
+// it could not; an error of its own means nothing could be rendered.
+type Renderer interface {
+	Render(ctx context.Context, spec *BundleSpec, cluster Cluster) (Output, error)
+}
+
+// Output is what a Renderer produced.
+type Output struct {
+	Objects []Object
+	Errors  []error
+	// Source finds each object again by its Locator.
+	Source Source
+}
+
+// Source hands out one rendered object again by the Locator the render
+// gave it, without rendering the rest: what a correction applies.
+type Source interface {
+	Object(loc Locator) (*unstructured.Unstructured, error)
+}
+
+// Rendered is a Bundle's desired objects for one cluster, and everything a
+// later step needs to know about how they were made.
+type Rendered struct {
+	// Spec is the effective spec for the cluster.
+	Spec BundleSpec
+	// Objects in the order they are declared. The apply stage takes them
+	// (Take) so that a large Bundle's decoded maps do not outlive it.
+	Objects []Object
+	// Errors, one per document or input that could not be rendered.
+	Errors []error
+	// Declared counts the objects and the documents that failed.
+	Declared int
+	// Generation is the Bundle's generation it was rendered from.
+	Generation int64
+	// Hash is a digest of every input of the render: the spec and the
+	// cluster (later also values read from the cluster and resolved chart
+	// versions). Equal hashes render equal objects.
+	Hash string
+
+	source Source
+}
+
+// Object returns the object at loc again, as the render produced it.
+func (r *Rendered) Object(loc Locator) (*unstructured.Unstructured, error) {
+	if r.source == nil {
+		return nil, fmt.Errorf("no rendered source")
+	}
+	return r.source.Object(loc)
+}
+
+// Take hands the rendered objects to the caller and forgets them; the
+// Rendered keeps only what Object needs.
+func (r *Rendered) Take() []Object {
+	objs := r.Objects
+	r.Objects = nil
+	return objs
+}
+
+// Pipeline renders Bundles: it computes the effective spec for the
+// cluster, then hands it to the renderer of its kind of source. Sync,
+// `driftwatch diff` and `driftwatch render` all go through it.
+type Pipeline struct {
+	// Manifests renders raw manifests; nil means RawManifests{}.
+	Manifests Renderer
+}
+
+// Render renders b for cluster. A Bundle that cannot be rendered at all
+// (its customisation is invalid) is an error; documents that cannot be
+// decoded are in Rendered.Errors, and the rest is rendered.
+func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rendered, error) {
+	spec, err := Effective(b.Spec, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
+	}
+	r := p.Manifests
+	if r == nil {
+		r = RawManifests{}
+	}
+	out, err := r.Render(ctx, &spec, cluster)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
+	}
+	h := sha256.New()
+	if err := hashSpec(h, &spec); err != nil {
+		return nil, err
+	}
+	cluster.writeTo(h)
+	return &Rendered{
+		Spec: spec, Objects: out.Objects, Errors: out.Errors,
+		Declared:   len(out.Objects) + len(out.Errors),
+		Generation: b.Generation, Hash: hex.EncodeToString(h.Sum(nil)[:16]),
+		source: out.Source,
+	}, nil
+}
+
+// hashSpec feeds a spec into h: the resources' bytes as they are, the rest
+// as JSON (a fraction of the size).
+func hashSpec(h hash.Hash, spec *BundleSpec) error {
+	rest := *spec
+	rest.Resources = nil
+	b, err := json.Marshal(rest)
+	if err != nil {
+		return err
+	}
+	h.Write(b)
+	for _, r := range spec.Resources {
+		writeString(h, r.Name)
+		writeString(h, string(r.Encoding))
+		writeString(h, r.Content)
+	}
+	return nil
+}
+
+// writeString writes s with its length, so that no two sequences of
+// strings hash alike.
+func writeString(h hash.Hash, s string) {
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+	h.Write(n[:])
+	h.Write([]byte(s))
+}
+
+// RawManifests renders a Bundle's resources as they are: multi-document
+// YAML or JSON files (see Decode).
+type RawManifests struct{}
+
+// Render implements Renderer.
+func (RawManifests) Render(_ context.Context, spec *BundleSpec, _ Cluster) (Output, error) {
+	objs, errs := Decode(spec.Resources)
+	return Output{Objects: objs, Errors: errs, Source: rawSource(spec.Resources)}, nil
+}
+
+// rawSource finds an object again in the Bundle's files, through the span
+// of its document (DecodeAt): the files are the spec's own strings, so
+// keeping them costs nothing beyond the Bundle itself.
+type rawSource []Resource
+
+func (s rawSource) Object(loc Locator) (*unstructured.Unstructured, error) {
+	return DecodeAt(s, loc)
+}

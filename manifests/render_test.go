@@ -1,0 +1,81 @@
+package manifests
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+)
+
+func bundleOf(resources ...Resource) *Bundle {
+	b := &Bundle{Spec: BundleSpec{DefaultNamespace: "web", Resources: resources}}
+	b.Namespace, b.Name, b.Generation = "ns", "b", 3
+	return b
+}
+
+func TestRenderRawManifests(t *testing.T) {
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\ndata: {k: v}\n"
+	b := bundleOf(
+		Resource{Name: "a.yaml", Content: strings.ReplaceAll(cm, "%s", "a") + "---\n" + strings.ReplaceAll(cm, "%s", "b")},
+		Resource{Name: "broken.yaml", Content: "kind: ["},
+		Resource{Name: "c.yaml", Encoding: EncodingBase64Gzip, Content: gz(strings.ReplaceAll(cm, "%s", "c"))},
+	)
+	r, err := Pipeline{}.Render(t.Context(), b, Cluster{Name: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Generation != 3 || r.Spec.DefaultNamespace != "web" {
+		t.Errorf("generation %d, spec %+v: not the bundle's", r.Generation, r.Spec)
+	}
+	if r.Declared != 4 || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error(), "broken.yaml#1") {
+		t.Fatalf("declared %d, errors %v: want 3 objects and the broken document named", r.Declared, r.Errors)
+	}
+	objs := r.Take()
+	if len(objs) != 3 || r.Objects != nil {
+		t.Fatalf("Take gave %d objects and left %d", len(objs), len(r.Objects))
+	}
+	// A correction reads each object again, without the others.
+	for _, o := range objs {
+		again, err := r.Object(o.Locator)
+		if err != nil {
+			t.Fatalf("%s: %v", o.Source, err)
+		}
+		if !equality.Semantic.DeepEqual(again.Object, o.Object.Object) {
+			t.Errorf("%s read again as %v, rendered as %v", o.Source, again.Object, o.Object.Object)
+		}
+	}
+}
+
+func TestRenderHashCoversEveryInput(t *testing.T) {
+	cm := Resource{Name: "a.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}
+	hash := func(b *Bundle, c Cluster) string {
+		t.Helper()
+		r, err := Pipeline{}.Render(t.Context(), b, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Hash
+	}
+	base := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
+	same := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"region": "eu", "env": "dev"}})
+	if base != same {
+		t.Errorf("the same inputs hash to %s and %s", base, same)
+	}
+	changedLabel := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"env": "prod", "region": "eu"}})
+	changedName := hash(bundleOf(cm), Cluster{Name: "two", Labels: map[string]string{"env": "dev", "region": "eu"}})
+	other := cm
+	other.Content += "data: {k: v}\n"
+	changedContent := hash(bundleOf(other), Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
+	pruneOff := bundleOf(cm)
+	off := false
+	pruneOff.Spec.Prune = &off
+	changedSpec := hash(pruneOff, Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
+	seen := map[string]string{base: "base"}
+	for name, h := range map[string]string{"a cluster label": changedLabel, "the cluster name": changedName,
+		"a file's content": changedContent, "spec.prune": changedSpec} {
+		if prev, dup := seen[h]; dup {
+			t.Errorf("changing %s leaves the hash of %s", name, prev)
+		}
+		seen[h] = name
+	}
+}

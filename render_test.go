@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// TestRenderGolden renders the example Bundles, and a broken one, offline
+// and compares stdout, stderr and the exit code with testdata/*.golden
+// (go test -run RenderGolden -update rewrites them).
+func TestRenderGolden(t *testing.T) {
+	tests := []struct{ name, file string }{
+		{"web", "examples/web.yaml"},
+		{"audit", "examples/audit.yaml"},
+		{"broken", "testdata/broken-bundle.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run([]string{"render", "-f", tt.file}, &stdout, &stderr)
+			got := fmt.Sprintf("# exit code %d\n# stderr:\n%s# stdout:\n%s", code, stderr.String(), stdout.String())
+			golden := filepath.Join("testdata", "render-"+tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (go test -run RenderGolden -update writes it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("render -f %s differs from %s:\n%s", tt.file, golden, lineDiff(string(want), got))
+			}
+		})
+	}
+}
+
+// lineDiff shows the first lines where want and got differ.
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var a, b string
+		if i < len(w) {
+			a = w[i]
+		}
+		if i < len(g) {
+			b = g[i]
+		}
+		if a != b {
+			return fmt.Sprintf("line %d: want %s\n        got  %s", i+1, a, b)
+		}
+	}
+	return ""
+}
