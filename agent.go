@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/uuid"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
@@ -30,6 +35,7 @@ import (
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/drift"
+	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -48,6 +54,39 @@ type agentFlags struct {
 	profiling                    bool
 	leaderElect                  bool
 	leaseDuration                time.Duration
+	clusterName                  string
+	clusterLabels                labelFlag
+	heartbeatPeriod              time.Duration
+}
+
+// labelFlag is a repeatable key=value flag.
+type labelFlag map[string]string
+
+func (l *labelFlag) String() string {
+	keys := make([]string, 0, len(*l))
+	for k, v := range *l {
+		keys = append(keys, k+"="+v)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ",")
+}
+
+func (l *labelFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("%q is not key=value", s)
+	}
+	if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+		return fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+		return fmt.Errorf("label value %q: %s", v, strings.Join(errs, "; "))
+	}
+	if *l == nil {
+		*l = labelFlag{}
+	}
+	(*l)[k] = v
+	return nil
 }
 
 func runAgent(args []string, stderr io.Writer) int {
@@ -65,11 +104,20 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "run only while holding the Lease driftwatch-leader in --namespace of the target cluster (for more than one replica)")
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.DurationVar(&f.resyncPeriod, "resync-period", 10*time.Minute, "safety-net check of every owned object against the cache")
+	fs.StringVar(&f.clusterName, "cluster-name", "", "name of the target cluster (required with --source-kubeconfig: the heartbeat Lease in the source is named after it)")
+	fs.Var(&f.clusterLabels, "cluster-label", "a label of the target cluster, key=value (repeatable); target customisations select on them")
+	fs.DurationVar(&f.heartbeatPeriod, "heartbeat-period", 15*time.Second, "with --source-kubeconfig: how often the heartbeat Lease in the source namespace is renewed")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if f.sourceKubeconfig != "" {
+		if errs := validation.IsDNS1123Subdomain(f.clusterName); len(errs) > 0 {
+			fmt.Fprintf(stderr, "agent: --source-kubeconfig needs a --cluster-name that names a Lease: %q: %s\n", f.clusterName, strings.Join(errs, "; "))
+			return 2
+		}
 	}
 	if _, set := os.LookupEnv("GOGC"); !set {
 		// The agent's live heap is mostly its caches, and it allocates
@@ -91,18 +139,18 @@ func runAgent(args []string, stderr io.Writer) int {
 
 func agent(ctx context.Context, f agentFlags) error {
 	logger := klog.FromContext(ctx)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	metrics.RegisterClientGo(reg)
+
 	copts := clusters.DefaultOptions()
-	copts.Kubeconfig, copts.SourceKubeconfig = f.kubeconfig, f.sourceKubeconfig
+	copts.Kubeconfig, copts.SourceKubeconfig, copts.Observer = f.kubeconfig, f.sourceKubeconfig, m
 	provider, err := clusters.New(copts)
 	if err != nil {
 		return err
 	}
 	target := provider.Target()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := metrics.New(reg)
-	metrics.RegisterClientGo(reg)
 
 	applier := apply.New(target.Dynamic, target.Metadata, target.Mapper, apply.Options{FieldManager: f.fieldManager, Concurrency: 8 * f.concurrency})
 	if err := ensureNamespace(ctx, target.Dynamic, f.namespace, f.fieldManager); err != nil {
@@ -113,6 +161,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
 	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
 	opts.QueueMetrics = metrics.NewQueues(reg)
+	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
 	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
 		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
 	}, m, opts)
@@ -132,10 +181,11 @@ func agent(ctx context.Context, f agentFlags) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
+	run := func(ctx context.Context) error { return runWithSource(ctx, provider, f, ctrl.Run) }
 	if f.leaderElect {
-		go func() { done <- runElected(runCtx, target.Kube, f, ctrl.Run) }()
+		go func() { done <- runElected(runCtx, target.Kube, f, run) }()
 	} else {
-		go func() { done <- ctrl.Run(runCtx) }()
+		go func() { done <- run(runCtx) }()
 	}
 	logger.Info("driftwatch agent started", "namespace", f.namespace, "fieldManager", f.fieldManager,
 		"metrics", f.metricsAddr, "health", f.healthAddr)
@@ -153,6 +203,34 @@ func agent(ctx context.Context, f agentFlags) error {
 		_ = s.Shutdown(shutdownCtx) // best effort on the way out
 	}
 	return runErr
+}
+
+// runWithSource runs the controller and, in upstream mode, what keeps its
+// source connection alive: the watch on the source credentials and the
+// heartbeat. It returns when all of them have stopped.
+func runWithSource(ctx context.Context, provider *clusters.Provider, f agentFlags, run func(context.Context) error) error {
+	if f.sourceKubeconfig == "" {
+		return run(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		if err := provider.WatchSource(ctx, clusters.DefaultReloadOptions()); err != nil {
+			klog.FromContext(ctx).Error(err, "Source credentials are not watched; they are read again only on a 401 or 403")
+		}
+	})
+	labels, _ := json.Marshal(f.clusterLabels) // a map of strings always marshals
+	host, _ := os.Hostname()                   // only a name for people to read
+	wg.Go(func() {
+		provider.Heartbeat(ctx, clusters.HeartbeatOptions{
+			Namespace: f.namespace, Name: f.clusterName, Identity: host, Period: f.heartbeatPeriod,
+			FieldManager: f.fieldManager,
+			Annotations:  map[string]string{clusters.VersionAnnotation: version, clusters.ClusterLabelsAnnotation: string(labels)},
+		})
+	})
+	return run(ctx)
 }
 
 func metricsMux(reg *prometheus.Registry, profiling bool) *http.ServeMux {

@@ -39,6 +39,9 @@ type Options struct {
 	// client-go's default 5 QPS they trailed for minutes).
 	TargetQPS, SourceQPS     float32
 	TargetBurst, SourceBurst int
+	// Observer hears the source's answers and credential reloads; nil:
+	// nobody.
+	Observer Observer
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -83,12 +86,30 @@ func NewClients(cfg *rest.Config) (*Clients, error) {
 
 // Provider hands out the clients of the source and target clusters.
 type Provider struct {
-	target *Clients
+	target   *Clients
+	opts     Options
+	observer Observer
+	// sourcePath is the source kubeconfig that WatchSource follows; ""
+	// when the source is the target.
+	sourcePath string
+	refusedc   chan struct{} // a 401 or 403 from the source
+
+	// contactMu guards answering (the source's last request got an
+	// answer) and answered (closed when it answers again).
+	contactMu sync.Mutex
+	answering bool
+	answered  chan struct{}
 
 	mu           sync.Mutex
 	source       *Clients
 	sourceSwap   chan struct{} // closed when source is replaced
 	impersonated map[string]*Clients
+	// sourceFingerprint and sourceFiles describe the source kubeconfig
+	// the clients were built from; lastReloadErr is the last reload's
+	// error, reported once.
+	sourceFingerprint [32]byte
+	sourceFiles       []string
+	lastReloadErr     string
 }
 
 // New builds the clients of both clusters from the kubeconfigs in opts.
@@ -97,29 +118,31 @@ func New(opts Options) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}
-	sourceCfg, sourceRaw := targetCfg, raw
-	if opts.SourceKubeconfig != "" {
-		if sourceCfg, sourceRaw, err = LoadConfig(opts.SourceKubeconfig); err != nil {
-			return nil, fmt.Errorf("source cluster: %w", err)
-		}
-	}
 	target, err := NewClients(tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst))
 	if err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}
 	target.rawConfig = raw
-	source, err := NewClients(tuned(sourceCfg, opts.UserAgent, opts.SourceQPS, opts.SourceBurst))
-	if err != nil {
+	p := NewProvider(target, nil)
+	p.opts, p.observer, p.sourcePath = opts, opts.Observer, opts.SourceKubeconfig
+	f := &sourceFiles{config: targetCfg, raw: raw}
+	if opts.SourceKubeconfig != "" {
+		if f, err = readSource(opts.SourceKubeconfig); err != nil {
+			return nil, fmt.Errorf("source cluster: %w", err)
+		}
+		p.sourceFingerprint, p.sourceFiles = f.fingerprint, f.paths
+	}
+	if p.source, err = p.sourceClients(f); err != nil {
 		return nil, fmt.Errorf("source cluster: %w", err)
 	}
-	source.rawConfig = sourceRaw
-	return NewProvider(target, source), nil
+	return p, nil
 }
 
 // NewProvider returns a Provider of the given clients (source may be the
 // target's).
 func NewProvider(target, source *Clients) *Provider {
 	return &Provider{target: target, source: source, sourceSwap: make(chan struct{}),
+		refusedc: make(chan struct{}, 1), answering: true, answered: make(chan struct{}),
 		impersonated: map[string]*Clients{}}
 }
 
@@ -130,6 +153,7 @@ func tuned(cfg *rest.Config, userAgent string, qps float32, burst int) *rest.Con
 	if qps > 0 {
 		cfg.QPS, cfg.Burst = qps, burst
 	}
+	withTokenFile(cfg)
 	return cfg
 }
 

@@ -75,9 +75,11 @@ func DefaultOptions() Options {
 }
 
 // SourceProvider hands out the source cluster's clients, and a channel
-// that is closed when they are replaced (clusters.Provider).
+// that is closed when they are replaced; Answering's channel is closed
+// when the source answers again after it did not (clusters.Provider).
 type SourceProvider interface {
 	Source() (*clusters.Clients, <-chan struct{})
+	Answering() <-chan struct{}
 }
 
 // Controller keeps target-cluster objects equal to what the Bundles in the
@@ -190,7 +192,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.src.Store(src)
+	c.activate(src)
 	c.metrics.SourceConnected.Set(1)
 	c.synced.Store(true)
 	logger.Info("Bundle cache synced; starting workers", "namespace", c.opts.Namespace, "workers", c.opts.Workers)

@@ -49,7 +49,7 @@ func (c *Controller) connect(ctx context.Context, clients *clusters.Clients) (*s
 		c.metrics.SourceConnected.Set(0)
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}) // fails only once the informer runs; it has not started
-	_, _ = src.bundles.AddEventHandler(c.bundleHandler()) // fails only once stopped
+	_, _ = src.bundles.AddEventHandler(c.bundleHandler(src)) // fails only once stopped
 	src.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
 	src.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Kube.CoreV1().Events("")})
 	src.recorder = src.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.applier.FieldManager()})
@@ -80,9 +80,13 @@ func (s *source) stop() {
 // unchanged on the new server writes nothing but its status.
 func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{}) {
 	for {
+		answering := c.sources.Answering()
 		select {
 		case <-ctx.Done():
 			return
+		case <-answering:
+			c.flushStatuses()
+			continue
 		case <-swapped:
 		}
 		var clients *clusters.Clients
@@ -94,21 +98,44 @@ func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{
 			}
 			continue
 		}
-		old := c.src.Swap(src)
+		old := c.activate(src)
 		old.stop()
 		c.metrics.SourceConnected.Set(1)
+		c.flushStatuses()
 		c.logger.Info("Source cluster clients replaced; Bundle cache synced on the new ones", "host", clients.Config.Host)
 	}
 }
 
-// bundleHandler queues Bundles as the informer shows them.
-func (c *Controller) bundleHandler() cache.ResourceEventHandler {
+// activate makes src the connection that workers use and queues every
+// Bundle its cache holds: the events of its first list arrived while it
+// was not active yet. It returns the connection it replaced (nil at first).
+func (c *Controller) activate(src *source) *source {
+	old := c.src.Swap(src)
+	for _, key := range src.bundles.GetStore().ListKeys() {
+		ns, name, _ := cache.SplitMetaNamespaceKey(key)
+		c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+	}
+	return old
+}
+
+// bundleHandler queues Bundles as the informer of src shows them, once src
+// is the active connection: before that, workers would read the old cache.
+// Bundles that the old source held and the new one does not are not
+// deleted: their state stays and their objects are still corrected.
+func (c *Controller) bundleHandler(src *source) cache.ResourceEventHandler {
+	active := func() bool { return c.src.Load() == src }
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
+			if !active() {
+				return
+			}
 			c.connected()
 			c.enqueueBundle(obj)
 		},
 		UpdateFunc: func(old, obj any) {
+			if !active() {
+				return
+			}
 			c.connected()
 			// Our own status writes change neither generation nor
 			// deletion state, and the finalizer a sync adds is already
@@ -121,7 +148,11 @@ func (c *Controller) bundleHandler() cache.ResourceEventHandler {
 				c.enqueueBundle(obj)
 			}
 		},
-		DeleteFunc: c.enqueueBundle,
+		DeleteFunc: func(obj any) {
+			if active() {
+				c.enqueueBundle(obj)
+			}
+		},
 	}
 }
 
@@ -183,3 +214,21 @@ func (c *Controller) warn(key types.NamespacedName, reason, format string, args 
 // sourceClient returns the source cluster's client of the current
 // connection.
 func (c *Controller) sourceClient() dynamic.Interface { return c.src.Load().client }
+
+// flushStatuses writes every Bundle's status now: those that failed while
+// the source was away wait in the status queue's back-off, which can be
+// minutes by then. The queue holds each Bundle once, so what piles up while
+// the source is away is bounded by the number of Bundles and de-duplicated.
+func (c *Controller) flushStatuses() {
+	c.mu.Lock()
+	keys := make([]types.NamespacedName, 0, len(c.states))
+	for key := range c.states {
+		keys = append(keys, key)
+	}
+	c.mu.Unlock()
+	for _, key := range keys {
+		c.statuses.Forget(key)
+		c.statuses.Add(key)
+	}
+	c.logger.V(2).Info("Source cluster answers again; writing every Bundle's status", "bundles", len(keys))
+}

@@ -18,6 +18,7 @@ type Metrics struct {
 	ApplyDuration          *prometheus.HistogramVec
 	WatchedObjects         *prometheus.GaugeVec
 	SourceConnected        prometheus.Gauge
+	SourceLastContact      prometheus.Gauge
 	PodCrashes             *prometheus.CounterVec
 	CredentialReloads      *prometheus.CounterVec
 }
@@ -82,21 +83,26 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "driftwatch_watched_objects", Help: "Owned objects in the informer caches.",
 		}, []string{"group", "version", "resource"}),
 		SourceConnected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "driftwatch_source_connected", Help: "Whether the Bundle watch on the source cluster is synced (1) or not (0).",
+			Name: "driftwatch_source_connected", Help: "Whether the source cluster answers (1) or not (0): its last request got a response, not a connection error, 401 or 403.",
+		}),
+		SourceLastContact: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "driftwatch_source_last_contact_timestamp_seconds", Help: "When the source cluster last answered a request, as a Unix time.",
 		}),
 		PodCrashes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "driftwatch_pod_crashes_total", Help: "Crashes of Pods behind owned objects (failed containers, CrashLoopBackOff, OOMKilled, failed or evicted Pods), each failed run once.",
 		}, append(bundle, "reason")),
 		CredentialReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "driftwatch_credential_reloads_total", Help: "Credentials of a cluster reloaded at run time.",
-		}, []string{"cluster"}),
+			Name: "driftwatch_credential_reloads_total", Help: "Changed credentials of a cluster read at run time: success (new clients in use) or error (not usable; the current ones kept).",
+		}, []string{"cluster", "result"}),
 	}
-	// Both clusters' series exist from the start, so that a rate is 0, not absent.
-	m.CredentialReloads.WithLabelValues(ClusterSource)
-	m.CredentialReloads.WithLabelValues(ClusterTarget)
+	// Every series exists from the start, so that a rate is 0, not absent.
+	for _, c := range []string{ClusterSource, ClusterTarget} {
+		m.CredentialReloads.WithLabelValues(c, ResultSuccess)
+		m.CredentialReloads.WithLabelValues(c, ResultError)
+	}
 	reg.MustRegister(m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
 		m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected,
-		m.PodCrashes, m.CredentialReloads)
+		m.SourceLastContact, m.PodCrashes, m.CredentialReloads)
 	return m
 }
 
@@ -109,4 +115,20 @@ func (m *Metrics) ForgetBundle(namespace, name string) {
 	} {
 		v.DeletePartialMatch(l)
 	}
+}
+
+// SourceContact records an answer of the source cluster (ok), or a
+// request it did not answer usefully (a connection error, 401 or 403).
+func (m *Metrics) SourceContact(ok bool) {
+	if ok {
+		m.SourceConnected.Set(1)
+		m.SourceLastContact.SetToCurrentTime()
+		return
+	}
+	m.SourceConnected.Set(0)
+}
+
+// Reloaded counts a reload of a cluster's changed credentials.
+func (m *Metrics) Reloaded(cluster, result string) {
+	m.CredentialReloads.WithLabelValues(cluster, result).Inc()
 }

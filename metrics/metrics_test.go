@@ -33,9 +33,10 @@ driftwatch_bundle_resources{bundle="kept",namespace="ns",state="ready"} 3
 		"driftwatch_bundle_ready", "driftwatch_drift_detected_total", "driftwatch_bundle_resources"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 4+2+2 {
-		// 4 kept series, the two unlabelled metrics (source_connected,
-		// drift_correction_seconds) and credential reloads of both clusters.
-		t.Fatalf("after ForgetBundle: %d series (%v), want 8", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 4+3+4 {
+		// 4 kept series, the three unlabelled metrics (source_connected,
+		// source_last_contact, drift_correction_seconds) and credential
+		// reloads of both clusters by both results.
+		t.Fatalf("after ForgetBundle: %d series (%v), want 11", n, err)
 	}
 }

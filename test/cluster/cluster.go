@@ -65,6 +65,9 @@ type Options struct {
 	KeepDir bool
 	// APIServerArgs are appended to kube-apiserver's flags.
 	APIServerArgs []string
+	// APIServerOnly starts etcd and kube-apiserver only: an upstream
+	// (management) cluster that holds Bundles runs no workloads.
+	APIServerOnly bool
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -86,6 +89,11 @@ type Cluster struct {
 	tokens map[string]string // user → bearer token
 	users  map[string]string // user → kubeconfig path
 	admin  *kubernetes.Clientset
+
+	// apiArgs and apiserver are the API server's flags and process, for
+	// StopAPIServer and StartAPIServer.
+	apiArgs   []string
+	apiserver *process
 
 	mu    sync.Mutex
 	procs []*process // in start order; stopped in reverse
@@ -176,16 +184,18 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--profiling=false",
 		"--v=1",
 	}
-	apiserver, err := c.start("kube-apiserver", append(apiArgs, opts.APIServerArgs...)...)
-	if err != nil {
+	c.apiArgs = append(apiArgs, opts.APIServerArgs...)
+	if err := c.StartAPIServer(ctx); err != nil {
 		return nil, err
-	}
-	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.certPool()}}}
-	if err := waitHTTP(ctx, apiserver, tlsClient, c.Host+"/readyz", c.tokens[AdminUser], "ok"); err != nil {
-		return nil, fmt.Errorf("kube-apiserver not ready: %w", err)
 	}
 	if c.admin, err = kubernetes.NewForConfig(c.Config(AdminUser)); err != nil {
 		return nil, err
+	}
+	if opts.APIServerOnly {
+		c.StartDuration = time.Since(started)
+		fmt.Fprintf(opts.Log, "API server ready in %.1f s at %s (logs in %s)\n",
+			c.StartDuration.Seconds(), c.Host, filepath.Join(c.Dir, "logs"))
+		return c, nil
 	}
 
 	kcmConfig, err := c.writeKubeconfig("system:kube-controller-manager")
@@ -236,7 +246,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	watched := []*process{etcd, apiserver, kcm, sched, kwok}
+	watched := []*process{etcd, c.apiserver, kcm, sched, kwok}
 	if err := c.waitNodesReady(ctx, watched); err != nil {
 		return nil, err
 	}
@@ -266,6 +276,70 @@ func (c *Cluster) Stop() error {
 	}
 	return errors.Join(errs...)
 }
+
+// StartAPIServer starts kube-apiserver (again, after StopAPIServer) on
+// the same port and data, with the token file as it is now, and returns
+// once it is ready.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	apiserver, err := c.start("kube-apiserver", c.apiArgs...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.apiserver = apiserver
+	c.mu.Unlock()
+	tlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.certPool()}}}
+	if err := waitHTTP(ctx, apiserver, tlsClient, c.Host+"/readyz", c.tokens[AdminUser], "ok"); err != nil {
+		return fmt.Errorf("kube-apiserver not ready: %w", err)
+	}
+	return nil
+}
+
+// StopAPIServer stops kube-apiserver (SIGTERM, then SIGKILL); etcd and the
+// data stay. Clients get connection errors until StartAPIServer.
+func (c *Cluster) StopAPIServer() error {
+	c.mu.Lock()
+	p := c.apiserver
+	c.apiserver = nil
+	c.procs = slices.DeleteFunc(c.procs, func(q *process) bool { return q == p })
+	c.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.stop(15 * time.Second)
+}
+
+// RotateToken gives user a new bearer token and revokes the old one: the
+// static token file is rewritten and the API server restarted on it (it
+// reads the file only when it starts). It returns the new token.
+func (c *Cluster) RotateToken(ctx context.Context, user string) (string, error) {
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return "", err
+	}
+	token := hex.EncodeToString(tok)
+	c.mu.Lock()
+	c.tokens[user] = token
+	c.mu.Unlock()
+	if err := c.writeTokenFile(); err != nil {
+		return "", err
+	}
+	if err := c.StopAPIServer(); err != nil {
+		return "", err
+	}
+	return token, c.StartAPIServer(ctx)
+}
+
+// Token returns the bearer token of a user.
+func (c *Cluster) Token(user string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tokens[user]
+}
+
+// CACert returns the path of the CA certificate that signs the API
+// server's serving certificate.
+func (c *Cluster) CACert() string { return filepath.Join(c.Dir, "pki", "ca.crt") }
 
 // KeepDir makes Stop leave Dir (data and logs) in place.
 func (c *Cluster) KeepDir() { c.opts.KeepDir = true }
@@ -317,21 +391,14 @@ func (c *Cluster) start(name string, args ...string) (*process, error) {
 // components (also system:masters: their own authorisation is not under
 // test), and the unprivileged users, then a kubeconfig for every user.
 func (c *Cluster) writeTokens() error {
-	var b strings.Builder
-	masters := []string{AdminUser, "system:kube-controller-manager", "system:kube-scheduler", "system:kwok-controller"}
 	for _, u := range append(masters, UnprivilegedUsers...) {
 		tok := make([]byte, 16)
 		if _, err := rand.Read(tok); err != nil {
 			return err
 		}
 		c.tokens[u] = hex.EncodeToString(tok)
-		groups := ""
-		if slices.Contains(masters, u) {
-			groups = "system:masters"
-		}
-		fmt.Fprintf(&b, "%s,%s,%s,%q\n", c.tokens[u], u, u, groups)
 	}
-	if err := os.WriteFile(filepath.Join(c.Dir, "pki", "tokens.csv"), []byte(b.String()), 0o600); err != nil {
+	if err := c.writeTokenFile(); err != nil {
 		return err
 	}
 	for _, u := range append([]string{AdminUser}, UnprivilegedUsers...) {
@@ -340,6 +407,25 @@ func (c *Cluster) writeTokens() error {
 		}
 	}
 	return nil
+}
+
+// masters are the users in system:masters: the admin and the components
+// (their own authorisation is not under test).
+var masters = []string{AdminUser, "system:kube-controller-manager", "system:kube-scheduler", "system:kwok-controller"}
+
+// writeTokenFile writes the static token file from c.tokens.
+func (c *Cluster) writeTokenFile() error {
+	var b strings.Builder
+	c.mu.Lock()
+	for _, u := range append(masters, UnprivilegedUsers...) {
+		groups := ""
+		if slices.Contains(masters, u) {
+			groups = "system:masters"
+		}
+		fmt.Fprintf(&b, "%s,%s,%s,%q\n", c.tokens[u], u, u, groups)
+	}
+	c.mu.Unlock()
+	return os.WriteFile(filepath.Join(c.Dir, "pki", "tokens.csv"), []byte(b.String()), 0o600)
 }
 
 func (c *Cluster) writeKubeconfig(user string) (string, error) {

@@ -68,6 +68,14 @@ func run(m *testing.M) int {
 // parents live, and a running agent that watches it.
 func setup(t *testing.T, extraArgs ...string) (string, *agent) {
 	t.Helper()
+	setupCRD(t)
+	ns := cp.Namespace(t)
+	return ns, startAgent(t, ns, extraArgs...)
+}
+
+// setupCRD installs the Bundle CRD in the target cluster, once per package.
+func setupCRD(t *testing.T) {
+	t.Helper()
 	ctx := t.Context()
 	if dyn == nil {
 		dyn = dynamic.NewForConfigOrDie(cp.Config(cluster.AdminUser))
@@ -81,8 +89,6 @@ func setup(t *testing.T, extraArgs ...string) (string, *agent) {
 			return err == nil, fmt.Sprint(err)
 		})
 	}
-	ns := cp.Namespace(t)
-	return ns, startAgent(t, ns, extraArgs...)
 }
 
 // agent is a running driftwatch process.
@@ -173,6 +179,16 @@ func (a *agent) stop(t *testing.T) {
 	}
 }
 
+// exited reports whether the agent process has ended.
+func (a *agent) exited() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // scrape returns the agent's metrics exposition.
 func (a *agent) scrape(t *testing.T) string {
 	t.Helper()
@@ -204,25 +220,33 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // createBundle creates a Bundle from YAML (name and namespace filled in).
-func createBundle(t *testing.T, ns, name, spec string) {
+func createBundle(t *testing.T, ns, name, spec string) { createBundleOn(t, dyn, ns, name, spec) }
+
+// createBundleOn creates a Bundle in the cluster of client.
+func createBundleOn(t *testing.T, client dynamic.Interface, ns, name, spec string) {
 	t.Helper()
 	u := bundleObject(t, ns, name, spec)
-	if _, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Create(t.Context(), u, metav1.CreateOptions{}); err != nil {
+	if _, err := client.Resource(manifests.BundleGVR).Namespace(ns).Create(t.Context(), u, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating bundle %s: %v", name, err)
 	}
 }
 
 // updateBundleSpec replaces a Bundle's spec.
 func updateBundleSpec(t *testing.T, ns, name, spec string) {
+	updateBundleSpecOn(t, dyn, ns, name, spec)
+}
+
+// updateBundleSpecOn replaces a Bundle's spec in the cluster of client.
+func updateBundleSpecOn(t *testing.T, client dynamic.Interface, ns, name, spec string) {
 	t.Helper()
 	want := bundleObject(t, ns, name, spec)
 	waitFor(t, "the bundle update", func() (bool, string) {
-		cur, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+		cur, err := client.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		cur.Object["spec"] = want.Object["spec"]
-		_, err = dyn.Resource(manifests.BundleGVR).Namespace(ns).Update(t.Context(), cur, metav1.UpdateOptions{})
+		_, err = client.Resource(manifests.BundleGVR).Namespace(ns).Update(t.Context(), cur, metav1.UpdateOptions{})
 		return err == nil, fmt.Sprint(err)
 	})
 }
@@ -257,9 +281,16 @@ func getBundle(t *testing.T, ns, name string) *manifests.Bundle {
 // waitBundle waits until cond holds for the Bundle's status.
 func waitBundle(t *testing.T, ns, name, what string, cond func(*manifests.Bundle) bool) *manifests.Bundle {
 	t.Helper()
+	return waitBundleOn(t, dyn, ns, name, what, cond)
+}
+
+// waitBundleOn waits until cond holds for the status of a Bundle in the
+// cluster of client.
+func waitBundleOn(t *testing.T, client dynamic.Interface, ns, name, what string, cond func(*manifests.Bundle) bool) *manifests.Bundle {
+	t.Helper()
 	var b *manifests.Bundle
 	waitFor(t, "bundle "+name+": "+what, func() (bool, string) {
-		u, err := dyn.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
+		u, err := client.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
