@@ -52,18 +52,23 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	target := provider.Target()
+	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, stdout, stderr)
+}
+
+// diffBundle diffs a Bundle against the cluster of target; namespace is
+// the agent's (where ApplySet parents live).
+func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bundle, namespace, fieldManager string, stdout, stderr io.Writer) int {
 	rendered, err := manifests.Pipeline{}.Render(ctx, b, manifests.Cluster{})
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	applier := apply.New(target.Dynamic, nil, target.Mapper, apply.Options{FieldManager: *fieldManager})
+	applier := apply.New(target.Dynamic, nil, target.Mapper, apply.Options{FieldManager: fieldManager})
 	ns := b.Namespace
 	if ns == "" {
-		ns = *namespace
+		ns = namespace
 	}
-	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, *namespace)
+	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, namespace)
 	desired, invalid := applier.Prepare(rendered.Take(), apply.Target{Set: set,
 		DefaultNamespace: rendered.Spec.DefaultNamespace, TargetNamespace: rendered.Spec.TargetNamespace})
 	errs := rendered.Errors

@@ -15,6 +15,9 @@ import (
 var version = "dev"
 
 func main() {
+	if isPlugin(os.Args[0]) {
+		os.Exit(runPlugin(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -30,6 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runRender(args[1:], stdout, stderr)
 	case "diff":
 		return runDiff(args[1:], stdout, stderr)
+	case "status":
+		return runStatus(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -49,6 +54,11 @@ commands:
   render    print a bundle's desired objects, offline: render -f bundle.yaml
   diff      server-side dry run against the cluster, a unified diff per object;
             exit 1 when anything would change: diff -f bundle.yaml
+  status    each Bundle's conditions and the objects that need attention
+            (kubectl's flags: --kubeconfig, --context, -n, -A)
+
+Installed (or linked) as kubectl-driftwatch, the binary is a kubectl plugin:
+kubectl driftwatch status|render|diff.
   version   print the version and the versions of the libraries it was built with`
 
 func versionString() string {

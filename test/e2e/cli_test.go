@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/test/cluster"
 )
 
@@ -64,6 +65,41 @@ func TestDiffAndRender(t *testing.T) {
 	out, errOut, code = runCLI(t, "diff", "-f", file, "--kubeconfig", kc, "--namespace", ns)
 	if code != 1 || !strings.Contains(out, "-  replicas: 5") || !strings.Contains(out, "+  replicas: 2") {
 		t.Fatalf("diff after kubectl scale: exit %d, want 1 and the replicas change\n%s\n%s", code, out, errOut)
+	}
+
+	// The same binary as a kubectl plugin, run by the real kubectl, with
+	// kubectl's own flags.
+	plugins := t.TempDir()
+	if err := os.Symlink(agentBin, filepath.Join(plugins, "kubectl-driftwatch")); err != nil {
+		t.Fatal(err)
+	}
+	kubectlPlugin := func(args ...string) (string, string, int) {
+		cmd := exec.Command(cp.Bin("kubectl"), append([]string{"driftwatch"}, args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"))
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), cmd.ProcessState.ExitCode()
+	}
+	waitBundle(t, ns, "web", "the scale reported as drift", func(b *manifests.Bundle) bool { return isTrue(b, manifests.ConditionDrifted) })
+	out, errOut, code = kubectlPlugin("status", "--kubeconfig", kc, "--context", cluster.AdminUser, "-n", ns)
+	if code != 0 || !strings.Contains(out, "Deployment/"+ns+"/web") || !strings.Contains(out, "Drifted") ||
+		!strings.Contains(out, ".spec.replicas changed by kubectl/scale") {
+		t.Errorf("kubectl driftwatch status: exit %d, want the drifted Deployment with its field and culprit\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code = kubectlPlugin("diff", "-f", file, "--kubeconfig", kc, "--context", cluster.AdminUser, "-n", ns)
+	if code != 1 || !strings.Contains(out, "+  replicas: 2") {
+		t.Errorf("kubectl driftwatch diff: exit %d, want 1 and the replicas change\n%s\n%s", code, out, errOut)
+	}
+	if out, errOut, code := kubectlPlugin("render", "-f", file); code != 0 || !strings.Contains(out, "name: settings") {
+		t.Errorf("kubectl driftwatch render: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if _, errOut, code := kubectlPlugin("status", "--context", "no-such-context", "--kubeconfig", kc); code != 2 || !strings.Contains(errOut, "no-such-context") {
+		t.Errorf("kubectl driftwatch status with an unknown context: exit %d, stderr %q", code, errOut)
 	}
 
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
