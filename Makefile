@@ -11,12 +11,27 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke FORCE
+.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test FORCE
 
 all: build
 
 build: ## the driftwatch binary in bin/
 	go build -ldflags "-X main.version=$(VERSION)" -o bin/driftwatch .
+
+# The container image, without a Docker daemon (tools/image, with
+# go-containerregistry): a static binary and Debian's CA bundle on an empty
+# base, non-root. Writes bin/image (OCI layout) and bin/image.tar;
+# `docker load -i bin/image.tar` or `crane push bin/image.tar REF` takes it.
+# The Dockerfile builds the same for those who have a Docker engine.
+IMAGE ?= ghcr.io/driftwatch/driftwatch:$(VERSION)
+bin/driftwatch-linux-amd64: FORCE
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $@ .
+
+image: bin/driftwatch-linux-amd64 ## the container image (bin/image, bin/image.tar), no Docker needed
+	cd tools/image && GOWORK=off go run . -binary ../../bin/driftwatch-linux-amd64 -out ../../bin/image -tag $(IMAGE) -version $(VERSION)
+
+image-test: bin/driftwatch-linux-amd64
+	cd tools/image && GOWORK=off GOFLAGS= go vet ./... && GOWORK=off GOFLAGS= DRIFTWATCH_BINARY=../../bin/driftwatch-linux-amd64 go test -count=1 ./...
 
 tools: ## build the local control plane once (cached by version under $(CACHE)/bin)
 	@tools/build.sh >/dev/null
@@ -59,6 +74,7 @@ deps: ## Prometheus and promtool (Debian's prometheus package) and python3 for t
 # test's own summary comes before the promtool checks.
 test: tools deps lint build ## vet, staticcheck, every test, promtool checks, benchmark smoke run
 	go test -count=1 -timeout 40m ./...
+	@$(MAKE) --no-print-directory image-test
 	test/promtool.sh
 	@$(MAKE) --no-print-directory bench-smoke
 
