@@ -44,6 +44,21 @@ if ! diff -u "$deploy/prometheusrule.yaml" "$tmp/prometheusrule.yaml"; then
 fi
 echo "  SUCCESS: $deploy/prometheusrule.yaml is up to date"
 
+# Kustomize loads no file from outside a kustomization's directory and Helm
+# none from outside the chart: those directories hold copies, kept equal here.
+echo "== copies for the monitoring component and the Helm chart"
+for pair in "$deploy/servicemonitor.yaml $deploy/components/monitoring/servicemonitor.yaml" \
+	"$deploy/prometheusrule.yaml $deploy/components/monitoring/prometheusrule.yaml" \
+	"$deploy/prometheus-rules.yaml charts/driftwatch/files/prometheus-rules.yaml" \
+	"$deploy/crd.yaml charts/driftwatch/crds/crd.yaml"; do
+	set -- $pair
+	if ! cmp -s "$1" "$2"; then
+		echo "$2 differs from $1: cp $1 $2" >&2
+		exit 1
+	fi
+done
+echo "  SUCCESS: 4 copies equal their originals"
+
 echo "== runbook anchors"
 python3 - "$deploy/prometheus-rules.yaml" README.md <<'EOF'
 import re, sys

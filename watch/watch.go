@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/metadata"
@@ -90,6 +93,9 @@ type Manager struct {
 type informer struct {
 	inf    cache.SharedIndexInformer
 	cancel context.CancelFunc
+	// refused holds the error of a list or watch that the API server
+	// refused (401, 403): the agent may not watch this resource type.
+	refused atomic.Pointer[error]
 }
 
 // New returns a Manager. Informers start on Ensure and stop with ctx or
@@ -119,12 +125,33 @@ func (m *Manager) Ensure(ctx context.Context, gvr schema.GroupVersionResource) e
 	if inf.inf.HasSynced() {
 		return nil
 	}
-	syncCtx, cancel := context.WithTimeout(ctx, m.opts.SyncTimeout)
-	defer cancel()
-	if !cache.WaitForCacheSync(syncCtx.Done(), inf.inf.HasSynced) {
-		return fmt.Errorf("informer for %s did not sync", gvr)
+	var refused error
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, m.opts.SyncTimeout, true, func(context.Context) (bool, error) {
+		if p := inf.refused.Load(); p != nil {
+			refused = *p
+			return false, refused
+		}
+		return inf.inf.HasSynced(), nil
+	})
+	switch {
+	case refused != nil:
+		// It would retry for ever; the next sync asks again.
+		m.stopInformer(gvr, inf)
+		return fmt.Errorf("cannot watch %s: %w", gvr.GroupResource(), refused)
+	case err != nil:
+		return fmt.Errorf("informer for %s did not sync: %w", gvr, err)
 	}
 	return nil
+}
+
+// stopInformer stops inf if it is still gvr's informer.
+func (m *Manager) stopInformer(gvr schema.GroupVersionResource, inf *informer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.informers[gvr] == inf {
+		inf.cancel()
+		delete(m.informers, gvr)
+	}
 }
 
 func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
@@ -136,7 +163,7 @@ func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 	} else {
 		inf = metadatainformer.NewFilteredMetadataInformer(m.client, gvr, metav1.NamespaceAll, 0, nil, selector).Informer()
 	}
-	return m.run(inf, cache.ResourceEventHandlerFuncs{
+	i := m.run(inf, cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if o, ok := obj.(*Object); ok {
 				m.handler.OnUpsert(gvr, o)
@@ -156,20 +183,29 @@ func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 			}
 		},
 	})
+	return i
 }
 
 // run starts inf with the compacting transform and handler, owned by the
 // Manager: it stops with the Manager's context or the returned cancel.
 func (m *Manager) run(inf cache.SharedIndexInformer, handler cache.ResourceEventHandler) *informer {
 	ctx, cancel := context.WithCancel(m.ctx)
+	i := &informer{inf: inf, cancel: cancel}
 	_ = inf.SetTransform(m.tables.Compact) // fails only once the informer runs; it has not started
 	_, _ = inf.AddEventHandler(handler)    // fails only on a stopped informer; this one has not started
+	// Errors only once the informer runs; it has not started.
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			i.refused.Store(&err)
+		}
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	})
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		inf.RunWithContext(ctx)
 	}()
-	return &informer{inf: inf, cancel: cancel}
+	return i
 }
 
 // EnsurePods starts watching every Pod of namespace, for crash detection

@@ -34,8 +34,9 @@ type agentProc struct {
 }
 
 // startAgent runs bin as an agent of user alice against c, watching
-// Bundles in bundleNamespace, its output in logPath.
-func startAgent(c *cluster.Cluster, bin, logPath, extraEnv string) (*agentProc, error) {
+// Bundles in bundleNamespace, its output in logPath; args are added to the
+// agent's (a flag given again overrides).
+func startAgent(c *cluster.Cluster, bin, logPath, extraEnv string, args ...string) (*agentProc, error) {
 	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		return nil, err
@@ -48,6 +49,7 @@ func startAgent(c *cluster.Cluster, bin, logPath, extraEnv string) (*agentProc, 
 	a.cmd = exec.Command(bin, "agent", "--kubeconfig", c.Kubeconfig(agentUser), "--namespace", bundleNamespace,
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", a.metricsPort),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", a.healthPort), "--profiling")
+	a.cmd.Args = append(a.cmd.Args, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logFile, logFile
 	a.cmd.Env = os.Environ()
 	if extraEnv != "" {

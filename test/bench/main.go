@@ -59,6 +59,10 @@ type options struct {
 	cpuProfile   string
 	agentEnv     string
 	keep         bool
+	// scenario, fleetAgents and awayEditInterval: upstream mode (upstream.go).
+	scenario         string
+	fleetAgents      int
+	awayEditInterval time.Duration
 }
 
 func main() {
@@ -84,6 +88,9 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "write the agent's CPU profiles of the initial sync and of the burst to PREFIX-sync.pprof and PREFIX-burst.pprof")
 	flag.StringVar(&o.agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
+	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU) or away (the upstream stopped under a drift load: memory, corrections, status flush); -idle-window is the window")
+	flag.IntVar(&o.fleetAgents, "fleet-agents", 20, "agents of -scenario fleet")
+	flag.DurationVar(&o.awayEditInterval, "away-edit-interval", time.Second, "one edit every interval in -scenario away")
 	flag.BoolVar(&o.keep, "keep", false, "keep the control plane's directory and the work files (kept anyway when a run fails)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -93,6 +100,19 @@ func main() {
 }
 
 func run(ctx context.Context, o options) int {
+	if o.scenario != "" {
+		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway}
+		f, ok := scenarios[o.scenario]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet or away\n", o.scenario)
+			return 2
+		}
+		if err := f(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		return 0
+	}
 	sizes := []int{o.objects}
 	if o.sweep != "" {
 		sizes = nil

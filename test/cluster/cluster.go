@@ -68,6 +68,9 @@ type Options struct {
 	// APIServerOnly starts etcd and kube-apiserver only: an upstream
 	// (management) cluster that holds Bundles runs no workloads.
 	APIServerOnly bool
+	// Users are more users without rights, beside UnprivilegedUsers, each
+	// with a token and a kubeconfig.
+	Users []string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -391,7 +394,7 @@ func (c *Cluster) start(name string, args ...string) (*process, error) {
 // components (also system:masters: their own authorisation is not under
 // test), and the unprivileged users, then a kubeconfig for every user.
 func (c *Cluster) writeTokens() error {
-	for _, u := range append(masters, UnprivilegedUsers...) {
+	for _, u := range c.allUsers() {
 		tok := make([]byte, 16)
 		if _, err := rand.Read(tok); err != nil {
 			return err
@@ -401,7 +404,7 @@ func (c *Cluster) writeTokens() error {
 	if err := c.writeTokenFile(); err != nil {
 		return err
 	}
-	for _, u := range append([]string{AdminUser}, UnprivilegedUsers...) {
+	for _, u := range append(append([]string{AdminUser}, UnprivilegedUsers...), c.opts.Users...) {
 		if _, err := c.writeKubeconfig(u); err != nil {
 			return err
 		}
@@ -413,11 +416,16 @@ func (c *Cluster) writeTokens() error {
 // (their own authorisation is not under test).
 var masters = []string{AdminUser, "system:kube-controller-manager", "system:kube-scheduler", "system:kwok-controller"}
 
+// allUsers are the users of the token file.
+func (c *Cluster) allUsers() []string {
+	return append(append(slices.Clone(masters), UnprivilegedUsers...), c.opts.Users...)
+}
+
 // writeTokenFile writes the static token file from c.tokens.
 func (c *Cluster) writeTokenFile() error {
 	var b strings.Builder
 	c.mu.Lock()
-	for _, u := range append(masters, UnprivilegedUsers...) {
+	for _, u := range c.allUsers() {
 		groups := ""
 		if slices.Contains(masters, u) {
 			groups = "system:masters"

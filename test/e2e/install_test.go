@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/test/cluster"
+)
+
+// repoPath returns a path in the repository.
+func repoPath(parts ...string) string {
+	_, self, _, _ := runtime.Caller(0)
+	return filepath.Join(append([]string{filepath.Dir(self), "..", ".."}, parts...)...)
+}
+
+// monitoringCRDs stands in for prometheus-operator's CRDs, so that a server
+// dry run can take ServiceMonitors and PrometheusRules.
+const monitoringCRDs = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: ServiceMonitor, plural: servicemonitors}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, plural: prometheusrules}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+`
+
+// TestInstallManifestsAndChartDryRun: the Kustomize base, its overlays and
+// the Helm chart (helm lint; helm template, each variant) are accepted by
+// the real API server in a server-side dry run.
+func TestInstallManifestsAndChartDryRun(t *testing.T) {
+	setupCRD(t)
+	crds := filepath.Join(t.TempDir(), "monitoring-crds.yaml")
+	if err := os.WriteFile(crds, []byte(monitoringCRDs), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", crds)
+	kubectl(t, "wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+	// A server dry run does not create the namespace the rest lives in.
+	kubectl(t, "create", "namespace", "driftwatch-install")
+	t.Cleanup(func() {
+		_, _ = exec.Command(cp.Bin("kubectl"), "--kubeconfig", cp.Kubeconfig(cluster.AdminUser), "delete", "namespace", "driftwatch-install", "--wait=false").CombinedOutput()
+	})
+	if _, err := cp.Client().CoreV1().Namespaces().Get(t.Context(), "driftwatch-system", metav1.GetOptions{}); err != nil {
+		kubectl(t, "create", "namespace", "driftwatch-system")
+	}
+
+	for _, dir := range []string{"manifests/deploy", "manifests/overlays/narrow-rbac", "manifests/overlays/monitoring", "manifests/overlays/upstream-mode"} {
+		out := kubectl(t, "apply", "--dry-run=server", "-k", repoPath(dir))
+		if !strings.Contains(out, "deployment.apps/driftwatch") {
+			t.Errorf("kubectl apply -k %s --dry-run=server:\n%s", dir, out)
+		}
+	}
+
+	chart := repoPath("charts", "driftwatch")
+	helm := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(cp.Bin("helm"), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	helm("lint", chart)
+	for _, set := range []string{"", "rbac.scope=narrow",
+		"upstream.enabled=true,clusterName=edge-1,clusterLabels.env=prod",
+		"monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true"} {
+		args := []string{"template", "dw", chart, "--namespace", "driftwatch-install"}
+		if set != "" {
+			args = append(args, "--set", set)
+		}
+		manifest := filepath.Join(t.TempDir(), "chart.yaml")
+		if err := os.WriteFile(manifest, []byte(helm(args...)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := kubectl(t, "apply", "--dry-run=server", "-n", "driftwatch-install", "-f", manifest)
+		if !strings.Contains(out, "deployment.apps/") {
+			t.Errorf("helm template --set %q | kubectl apply --dry-run=server:\n%s", set, out)
+		}
+	}
+	if out, err := exec.Command(cp.Bin("helm"), "template", "dw", chart, "--set", "upstream.enabled=true").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "clusterName") {
+		t.Errorf("helm template with upstream.enabled and no clusterName: %v\n%s", err, out)
+	}
+}
+
+// TestShippedRBACIsEnough runs the agent as a process with a token of the
+// manifests' own ServiceAccount (TokenRequest), under the wide RBAC of the
+// base and then the narrow variant: the core drift scenario passes under
+// both — applied, edited and deleted objects repaired, status written — and
+// under the narrow one a Bundle that would bind cluster-admin is refused by
+// the API server.
+func TestShippedRBACIsEnough(t *testing.T) {
+	setupCRD(t)
+	kubectl(t, "apply", "-k", repoPath("manifests", "deploy"))
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		// The base runs its Deployment too (kwok fakes its pods); the test
+		// runs the agent itself, as a process.
+		_ = cp.Client().AppsV1().Deployments("driftwatch-system").Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+		_ = cp.Client().RbacV1().ClusterRoles().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+	})
+	for _, variant := range []string{"wide", "narrow"} {
+		t.Run(variant, func(t *testing.T) {
+			if variant == "narrow" {
+				kubectl(t, "apply", "-k", repoPath("manifests", "overlays", "narrow-rbac"))
+			}
+			ns := cp.Namespace(t)
+			token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", "driftwatch-system"))
+			kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+			if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: %s, certificate-authority: %s}
+users:
+- name: sa
+  user: {token: %s}
+contexts:
+- name: c
+  context: {cluster: c, user: sa}
+current-context: c
+`, cp.Host, cp.CACert(), token), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			startAgent(t, "driftwatch-system", "--kubeconfig", kubeconfig)
+			name := "rbac-" + variant
+			createBundle(t, "driftwatch-system", name, webBundle("defaultNamespace: "+ns))
+			t.Cleanup(func() {
+				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), name, metav1.DeleteOptions{})
+			})
+			waitBundle(t, "driftwatch-system", name, "Ready", ready)
+			kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
+			kubectl(t, "delete", "-n", ns, "configmap/settings")
+			waitFor(t, "the scale and the deletion repaired", func() (bool, string) {
+				d, err := cp.Client().AppsV1().Deployments(ns).Get(t.Context(), "web", metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				_, ok := configMap(t, ns, "settings")
+				return *d.Spec.Replicas == 2 && ok, fmt.Sprintf("replicas %d, settings present %v", *d.Spec.Replicas, ok)
+			})
+			waitBundle(t, "driftwatch-system", name, "corrections in the status", func(b *manifests.Bundle) bool {
+				return ready(b) && b.Status.DriftCorrections >= 2
+			})
+			if variant != "narrow" {
+				return
+			}
+			grab := "grab-" + variant
+			createBundle(t, "driftwatch-system", grab, `
+resources:
+- name: crb.yaml
+  content: |
+    apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {name: `+ns+`-grab}
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+    subjects: [{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}]
+`)
+			t.Cleanup(func() {
+				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), grab, metav1.DeleteOptions{})
+			})
+			b := waitBundle(t, "driftwatch-system", grab, "the ClusterRoleBinding refused", func(b *manifests.Bundle) bool {
+				c := condition(b, manifests.ConditionSynced)
+				return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "forbidden")
+			})
+			if _, err := cp.Client().RbacV1().ClusterRoleBindings().Get(t.Context(), ns+"-grab", metav1.GetOptions{}); err == nil {
+				t.Errorf("the narrow agent created a ClusterRoleBinding to cluster-admin; status %+v", b.Status)
+			}
+		})
+	}
+}
