@@ -136,19 +136,7 @@ func TestShippedRBACIsEnough(t *testing.T) {
 			ns := cp.Namespace(t)
 			token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", "driftwatch-system"))
 			kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-			if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster: {server: %s, certificate-authority: %s}
-users:
-- name: sa
-  user: {token: %s}
-contexts:
-- name: c
-  context: {cluster: c, user: sa}
-current-context: c
-`, cp.Host, cp.CACert(), token), 0o600); err != nil {
+			if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			startAgent(t, "driftwatch-system", "--kubeconfig", kubeconfig)

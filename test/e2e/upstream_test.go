@@ -82,20 +82,26 @@ func (u *upstream) credentials(t *testing.T, mount string) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
+	kubeconfig := kubeconfigYAML(u.c.Host, filepath.Join(mount, "ca.crt"), "tokenFile: "+filepath.Join(mount, "token"))
+	return map[string][]byte{"kubeconfig": []byte(kubeconfig), "ca.crt": ca, "token": []byte(u.c.Token(u.user))}
+}
+
+// kubeconfigYAML is a kubeconfig for server, trusting the CA at ca, with
+// user's credentials given as YAML flow fields ("token: T", "tokenFile: F").
+func kubeconfigYAML(server, ca, user string) string {
+	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
-- name: upstream
+- name: c
   cluster: {server: %s, certificate-authority: %s}
 users:
-- name: agent
-  user: {tokenFile: %s}
+- name: u
+  user: {%s}
 contexts:
-- name: upstream
-  context: {cluster: upstream, user: agent}
-current-context: upstream
-`, u.c.Host, filepath.Join(mount, "ca.crt"), filepath.Join(mount, "token"))
-	return map[string][]byte{"kubeconfig": []byte(kubeconfig), "ca.crt": ca, "token": []byte(u.c.Token(u.user))}
+- name: c
+  context: {cluster: c, user: u}
+current-context: c
+`, server, ca, user)
 }
 
 // secretMount lays files out as the kubelet mounts a Secret: each file is
@@ -406,19 +412,7 @@ func TestTargetTokenFileRotation(t *testing.T) {
 	first := token("first")
 	writeAtomically(first)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters:
-- name: target
-  cluster: {server: %s, certificate-authority: %s}
-users:
-- name: agent
-  user: {tokenFile: %s}
-contexts:
-- name: target
-  context: {cluster: target, user: agent}
-current-context: target
-`, cp.Host, cp.CACert(), tokenPath), 0o600); err != nil {
+	if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "tokenFile: "+tokenPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	setupCRD(t)
