@@ -66,8 +66,26 @@ type sourceFiles struct {
 // readSource reads a kubeconfig and the files it names (token file, client
 // certificate and key, CA) and checks that they make a usable
 // configuration: a half-written or invalid file is an error, never a
-// half-built client.
+// half-built client. The files are read until two reads in a row agree:
+// a Secret volume swaps all its files at once, but between the reads of
+// two of them, so one read can see the old kubeconfig and the new CA.
 func readSource(path string) (*sourceFiles, error) {
+	prev, err := readSourceOnce(path)
+	for range 5 {
+		if err != nil {
+			return nil, err
+		}
+		var next *sourceFiles
+		next, err = readSourceOnce(path)
+		if err == nil && next.fingerprint == prev.fingerprint {
+			return next, nil
+		}
+		prev = next
+	}
+	return nil, fmt.Errorf("%s: its files keep changing while they are read", path)
+}
+
+func readSourceOnce(path string) (*sourceFiles, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err

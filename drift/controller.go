@@ -188,7 +188,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.watches.Wait()
 	}()
 	clients, swapped := c.sources.Source()
-	src, err := c.connect(ctx, clients)
+	src, err := c.connect(ctx, ctx, clients)
 	if err != nil {
 		return err
 	}

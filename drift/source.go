@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,9 +36,10 @@ type source struct {
 	done        chan struct{} // closed when the informer has stopped
 }
 
-// connect starts a connection on clients and returns it once its Bundle
-// cache has synced.
-func (c *Controller) connect(ctx context.Context, clients *clusters.Clients) (*source, error) {
+// connect starts a connection on clients, running until ctx ends, and
+// returns it once its Bundle cache has synced; it gives up, and stops the
+// connection, when wait ends first.
+func (c *Controller) connect(ctx, wait context.Context, clients *clusters.Clients) (*source, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	src := &source{client: clients.Dynamic, cancel: cancel, done: make(chan struct{})}
 	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(clients.Dynamic, 0, c.opts.Namespace, nil)
@@ -58,9 +60,13 @@ func (c *Controller) connect(ctx context.Context, clients *clusters.Clients) (*s
 		defer utilruntime.HandleCrashWithContext(ctx)
 		src.bundles.RunWithContext(ctx)
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), src.bundles.HasSynced) {
+	waiting, stopWaiting := context.WithCancel(wait)
+	defer stopWaiting()
+	unlink := context.AfterFunc(ctx, stopWaiting) // the connection's end ends the wait too
+	defer unlink()
+	if !cache.WaitForCacheSync(waiting.Done(), src.bundles.HasSynced) {
 		src.stop()
-		return nil, fmt.Errorf("bundle informer did not sync")
+		return nil, fmt.Errorf("bundle informer did not sync: %w", context.Cause(waiting))
 	}
 	return src, nil
 }
@@ -91,10 +97,10 @@ func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{
 		}
 		var clients *clusters.Clients
 		clients, swapped = c.sources.Source()
-		src, err := c.connect(ctx, clients)
+		src, err := c.connectUntilSwapped(ctx, clients, swapped)
 		if err != nil {
 			if ctx.Err() == nil {
-				c.logger.Error(err, "Cannot connect to the new source cluster; keeping the old connection")
+				c.logger.Error(err, "Cannot connect to the source cluster with its new clients; keeping the old connection", "host", clients.Config.Host)
 			}
 			continue
 		}
@@ -116,6 +122,27 @@ func (c *Controller) activate(src *source) *source {
 		c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
 	}
 	return old
+}
+
+// connectTimeout bounds the wait for a new connection's Bundle cache.
+const connectTimeout = time.Minute
+
+// connectUntilSwapped connects on clients, giving up when they are
+// replaced again meanwhile (the next ones are then tried at once) or after
+// connectTimeout (new clients that cannot list Bundles — a wrong CA, a
+// server that refuses them — must not leave the old connection in place
+// for good, nor the next change unheard).
+func (c *Controller) connectUntilSwapped(ctx context.Context, clients *clusters.Clients, swapped <-chan struct{}) (*source, error) {
+	wait, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-swapped:
+			cancel()
+		case <-wait.Done():
+		}
+	}()
+	return c.connect(ctx, wait, clients)
 }
 
 // bundleHandler queues Bundles as the informer of src shows them, once src

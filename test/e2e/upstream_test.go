@@ -276,13 +276,16 @@ func TestUpstreamTokenRotatedInPlace(t *testing.T) {
 func TestUpstreamMovedToANewServer(t *testing.T) {
 	ns, up, mount, a := startUpstreamAgent(t)
 	pid := a.cmd.Process.Pid
-	cm := waitConfigMapData(t, ns, "settings", "one")
 	parent, ok := configMap(t, ns, "bundle-"+ns+"-app")
 	if !ok {
 		t.Fatal("no ApplySet parent")
 	}
 	second := startUpstream(t, ns, cluster.UnprivilegedUsers[1])
 	createBundleOn(t, second.dyn, ns, "app", fmt.Sprintf(upstreamBundle, ns, "one"))
+	// Drift before the move is corrected (and is the last write the target
+	// sees until the move is done).
+	kubectl(t, "patch", "-n", ns, "configmap/settings", "--type=merge", "-p", `{"data":{"mode":"before"}}`)
+	cm := waitConfigMapData(t, ns, "settings", "one")
 
 	written := time.Now()
 	mount.write(t, second.credentials(t, mount.dir))
