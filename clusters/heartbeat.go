@@ -37,26 +37,39 @@ type HeartbeatOptions struct {
 // reloaded, server moved).
 func (p *Provider) Heartbeat(ctx context.Context, opts HeartbeatOptions) {
 	logger := klog.FromContext(ctx).WithValues("lease", opts.Namespace+"/"+opts.Name)
-	t := time.NewTicker(opts.Period)
+	t := time.NewTimer(0)
 	defer t.Stop()
-	failing := false
+	retry := time.Duration(0) // 0: the last beat succeeded
 	for {
-		err := p.beat(ctx, opts)
-		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			logger.Error(err, "Heartbeat to the source cluster failed; retrying every period")
-			failing = true
-		case err == nil && failing:
-			logger.Info("Heartbeat to the source cluster renewed again")
-			failing = false
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		err := p.beat(ctx, opts)
+		switch {
+		case err != nil && retry == 0 && ctx.Err() == nil:
+			logger.Error(err, "Heartbeat to the source cluster failed; retrying")
+			retry = heartbeatRetry
+		case err != nil:
+			retry = min(2*retry, opts.Period)
+		case retry != 0:
+			logger.Info("Heartbeat to the source cluster renewed again")
+			retry = 0
+		}
+		// While the source does not answer, beat sooner than the period
+		// (1 s, doubling): the beat that gets through is what tells the
+		// agent it is back, and what flushes the status it could not write.
+		if retry != 0 {
+			t.Reset(retry)
+		} else {
+			t.Reset(opts.Period)
+		}
 	}
 }
+
+// heartbeatRetry is the first pause after a failed heartbeat.
+const heartbeatRetry = time.Second
 
 func (p *Provider) beat(ctx context.Context, opts HeartbeatOptions) error {
 	source, _ := p.Source()

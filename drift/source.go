@@ -48,7 +48,9 @@ func (c *Controller) connect(ctx, wait context.Context, clients *clusters.Client
 	// watch delivers again (after a re-list every Bundle is delivered anew)
 	// or a status write succeeds.
 	_ = src.bundles.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		c.metrics.SourceConnected.Set(0)
+		if c.src.Load() == src { // a connection still syncing is not the one in use
+			c.metrics.SourceConnected.Set(0)
+		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}) // fails only once the informer runs; it has not started
 	_, _ = src.bundles.AddEventHandler(c.bundleHandler(src)) // fails only once stopped
