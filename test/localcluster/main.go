@@ -54,7 +54,7 @@ func run(nodes int, dir, agent, crd, examples string) error {
 The local control plane is up (started in %.1f s).
 
   export KUBECONFIG=%s
-  export PATH=%s:$PATH     # kubectl v1.37 and helm v3.22, built by tools/build.sh
+  export PATH=%s:$PATH     # kubectl v1.37 and helm v4.3, built by tools/build.sh
   kubectl get nodes
 `, c.StartDuration.Seconds(), kubeconfig, c.BinDir)
 
