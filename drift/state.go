@@ -81,10 +81,13 @@ type bundleState struct {
 	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
 
-	parentHash  string // of the ApplySet parent last applied
-	corrections int64
-	lastApplied time.Time
-	lastDrift   time.Time
+	parentHash string // of the ApplySet parent last applied
+	// parentKinds and parentNamespaces are the parent's group-kinds and
+	// additional-namespaces annotations as last read or written.
+	parentKinds, parentNamespaces string
+	corrections                   int64
+	lastApplied                   time.Time
+	lastDrift                     time.Time
 }
 
 func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {

@@ -56,6 +56,9 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	s.spec = rendered.Spec
 	c.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
+	if err := c.announceKinds(ctx, s, rendered); err != nil {
+		return err // applying objects the parent does not list could leave strays for good
+	}
 
 	p := newPlan(held)
 	changes := c.applier.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, &rendered.Spec, p))

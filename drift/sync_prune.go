@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -73,6 +74,10 @@ func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState, hel
 	if err != nil || parent == nil {
 		return
 	}
+	c.mu.Lock()
+	s.parentKinds = parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]
+	s.parentNamespaces = parent.GetAnnotations()[ownership.AdditionalNamespacesAnnotation]
+	c.mu.Unlock()
 	for _, gk := range ownership.ParseGroupKinds(parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]) {
 		gvr, err := c.applier.ResourceFor(gk)
 		if err != nil {
@@ -138,8 +143,36 @@ func (c *Controller) applyParent(ctx context.Context, s *bundleState, kinds []sc
 	}
 	c.mu.Lock()
 	s.parentHash = h
+	s.parentKinds = parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]
+	s.parentNamespaces = parent.GetAnnotations()[ownership.AdditionalNamespacesAnnotation]
 	c.mu.Unlock()
 	return nil
+}
+
+// announceKinds writes the ApplySet parent before a sync applies anything,
+// as KEP-3659 asks: listing the kinds and namespaces it had and those the
+// sync is about to apply. An agent killed in the middle of the sync then
+// finds, on its restart, every kind that may hold objects of the set —
+// also those that the Bundle dropped meanwhile, whose objects it prunes.
+// Nothing is written when the parent lists them all already.
+func (c *Controller) announceKinds(ctx context.Context, s *bundleState, r *manifests.Rendered) error {
+	c.mu.Lock()
+	kinds, namespaces := s.kindsAndNamespaces()
+	kinds = append(kinds, ownership.ParseGroupKinds(s.parentKinds)...)
+	namespaces = append(namespaces, strings.Split(s.parentNamespaces, ",")...)
+	listed := [2]string{s.parentKinds, s.parentNamespaces}
+	c.mu.Unlock()
+	for _, o := range r.Objects {
+		kinds = append(kinds, o.Object.GroupVersionKind().GroupKind())
+		namespaces = append(namespaces, o.Object.GetNamespace())
+	}
+	namespaces = append(namespaces, r.Spec.DefaultNamespace, r.Spec.TargetNamespace)
+	parent := s.set.Parent(kinds, namespaces)
+	ann := parent.GetAnnotations()
+	if [2]string{ann[ownership.ContainsGroupKindsAnnotation], ann[ownership.AdditionalNamespacesAnnotation]} == listed {
+		return nil
+	}
+	return c.applyParent(ctx, s, kinds, namespaces)
 }
 
 // kindsAndNamespaces lists the group-kinds and namespaces of the desired

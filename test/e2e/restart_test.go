@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -105,4 +106,79 @@ func TestDriftWhileTheAgentWasDownIsRepairedOnStart(t *testing.T) {
 	})
 	waitEvent(t, ns, "web", "DriftCorrected", ".spec.replicas", "kubectl/scale")
 	waitEvent(t, ns, "web", "DriftCorrected", ".data.mode", "kubectl-patch")
+}
+
+// TestKilledInItsFirstSyncTheAgentStillFindsEveryKind: an agent killed in
+// the middle of a Bundle's first sync has already listed, in the ApplySet
+// parent, every kind it was about to apply (KEP-3659: the parent first).
+// The Bundle then drops a kind; the restarted agent still watches that
+// kind and prunes what the killed one applied of it. The sync is held in
+// the middle by a CRD whose kind conflicts with another's, so that it
+// never becomes Established.
+func TestKilledInItsFirstSyncTheAgentStillFindsEveryKind(t *testing.T) {
+	ns, first := setup(t)
+	group := ns + ".example.com"
+	extra := ns + "-extra"
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		for _, crd := range []string{"widgets." + group, "gadgets." + group} {
+			_ = dyn.Resource(crdGVR).Delete(ctx, crd, metav1.DeleteOptions{}) // cluster-scoped
+		}
+		_ = cp.Client().CoreV1().Namespaces().Delete(ctx, extra, metav1.DeleteOptions{})
+	})
+	crd := func(plural string) string {
+		return fmt.Sprintf(`    apiVersion: apiextensions.k8s.io/v1
+    kind: CustomResourceDefinition
+    metadata: {name: %s.%s}
+    spec:
+      group: %s
+      names: {kind: Widget, plural: %s}
+      scope: Namespaced
+      versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+`, plural, group, group, plural)
+	}
+	createBundle(t, ns, "stuck", fmt.Sprintf(`
+resources:
+- name: first-stage.yaml
+  content: |
+    apiVersion: v1
+    kind: Namespace
+    metadata: {name: %s}
+    ---
+%s    ---
+%s`, extra, crd("widgets"), crd("gadgets")))
+	waitFor(t, "the Namespace applied by the first sync", func() (bool, string) {
+		n, err := cp.Client().CoreV1().Namespaces().Get(t.Context(), extra, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return n.Labels[ownership.BundleLabel] != "", fmt.Sprint(n.Labels)
+	})
+	if b := getBundle(t, ns, "stuck"); isTrue(b, manifests.ConditionSynced) {
+		t.Fatal("the first sync finished: the conflicting CRD did not hold it")
+	}
+	if err := first.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-first.done
+
+	updateBundleSpec(t, ns, "stuck", `
+defaultNamespace: `+ns+`
+resources:
+- name: cm.yaml
+  content: |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: left}
+    data: {k: v}
+`)
+	startAgent(t, ns)
+	waitFor(t, "the Namespace of the killed sync pruned by the restarted agent", func() (bool, string) {
+		n, err := cp.Client().CoreV1().Namespaces().Get(t.Context(), extra, metav1.GetOptions{})
+		if err != nil {
+			return true, err.Error()
+		}
+		return n.DeletionTimestamp != nil, "still there, not terminating"
+	})
+	waitBundle(t, ns, "stuck", "Ready with the ConfigMap", ready)
 }
