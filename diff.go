@@ -34,17 +34,12 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *file == "" {
-		fmt.Fprintln(stderr, "diff: -f bundle.yaml is required")
+	b, ok := diffBundleFile(*file, stderr)
+	if !ok {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b, err := readBundle(*file)
-	if err != nil {
-		fmt.Fprintln(stderr, "diff:", err)
-		return 2
-	}
 	copts := clusters.DefaultOptions()
 	copts.Kubeconfig = *kubeconfig
 	provider, err := clusters.New(copts)
@@ -53,6 +48,20 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, stdout, stderr)
+}
+
+// diffBundleFile reads diff's -f file, saying on stderr what is wrong.
+func diffBundleFile(file string, stderr io.Writer) (*manifests.Bundle, bool) {
+	if file == "" {
+		fmt.Fprintln(stderr, "diff: -f bundle.yaml is required")
+		return nil, false
+	}
+	b, err := readBundle(file)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return nil, false
+	}
+	return b, true
 }
 
 // diffBundle diffs a Bundle against the cluster of target; namespace is

@@ -88,13 +88,8 @@ func runPluginDiff(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *file == "" {
-		fmt.Fprintln(stderr, "diff: -f bundle.yaml is required")
-		return 2
-	}
-	b, err := readBundle(*file)
-	if err != nil {
-		fmt.Fprintln(stderr, "diff:", err)
+	b, ok := diffBundleFile(*file, stderr)
+	if !ok {
 		return 2
 	}
 	target, err := cf.Clients()

@@ -94,7 +94,7 @@ func readSourceOnce(path string) (*sourceFiles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := resolvePaths(cfg, filepath.Dir(path)); err != nil {
+	if err := resolvePaths(cfg, path); err != nil {
 		return nil, err
 	}
 	loader := clientcmd.NewDefaultClientConfig(*cfg, nil)
@@ -151,13 +151,14 @@ func inlineTLSFiles(rc *rest.Config) error {
 }
 
 // resolvePaths makes the kubeconfig's relative file references relative to
-// its directory, as client-go's loading rules do.
-func resolvePaths(cfg *clientcmdapi.Config, dir string) error {
+// its directory, as client-go's loading rules do (they resolve against
+// LocationOfOrigin, which clientcmd.Load leaves empty).
+func resolvePaths(cfg *clientcmdapi.Config, path string) error {
 	for _, c := range cfg.Clusters {
-		c.LocationOfOrigin = filepath.Join(dir, "kubeconfig")
+		c.LocationOfOrigin = path
 	}
 	for _, a := range cfg.AuthInfos {
-		a.LocationOfOrigin = filepath.Join(dir, "kubeconfig")
+		a.LocationOfOrigin = path
 	}
 	return clientcmd.ResolveLocalPaths(cfg)
 }
