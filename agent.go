@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
@@ -35,6 +37,7 @@ import (
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/drift"
+	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
@@ -57,6 +60,8 @@ type agentFlags struct {
 	clusterName                  string
 	clusterLabels                labelFlag
 	heartbeatPeriod              time.Duration
+	chartCacheDir                string
+	chartCacheBytes              int64
 }
 
 // labelFlag is a repeatable key=value flag.
@@ -107,6 +112,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.clusterName, "cluster-name", "", "name of the target cluster (required with --source-kubeconfig: the heartbeat Lease in the source is named after it)")
 	fs.Var(&f.clusterLabels, "cluster-label", "a label of the target cluster, key=value (repeatable); target customisations select on them")
 	fs.DurationVar(&f.heartbeatPeriod, "heartbeat-period", 15*time.Second, "with --source-kubeconfig: how often the heartbeat Lease in the source namespace is renewed")
+	fs.StringVar(&f.chartCacheDir, "chart-cache-dir", defaultChartCacheDir(), "downloaded Helm charts, by digest")
+	fs.Int64Var(&f.chartCacheBytes, "chart-cache-bytes", 256<<20, "bound on the chart cache; the least recently used charts go first")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
@@ -137,6 +144,15 @@ func runAgent(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// defaultChartCacheDir is under the user's cache directory, else the
+// temporary directory (a container's writable /tmp).
+func defaultChartCacheDir() string {
+	if dir, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(dir, "driftwatch", "charts")
+	}
+	return filepath.Join(os.TempDir(), "driftwatch-charts")
+}
+
 func agent(ctx context.Context, f agentFlags) error {
 	logger := klog.FromContext(ctx)
 	reg := prometheus.NewRegistry()
@@ -162,6 +178,18 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
 	opts.QueueMetrics = metrics.NewQueues(reg)
 	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
+	opts.TargetMetadata = target.Metadata
+	releases, err := helmrun.New(helmrun.Options{Target: target, Source: func() *clusters.Clients { c, _ := provider.Source(); return c },
+		Prepare: func(b types.NamespacedName, ns string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+			// The Target a sync of a Helm Bundle prepares with (drift's bundleState.target).
+			return applier.PrepareOne(obj, apply.Target{Set: ownership.NewSet(b, f.namespace), DefaultNamespace: ns})
+		},
+		FieldManager: f.fieldManager,
+		CacheDir:     f.chartCacheDir, CacheBytes: f.chartCacheBytes, Logger: logger.WithName("helm")})
+	if err != nil {
+		return err
+	}
+	opts.Pipeline = manifests.Pipeline{Helm: releases}
 	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
 		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
 	}, m, opts)

@@ -67,7 +67,13 @@ func diffBundleFile(file string, stderr io.Writer) (*manifests.Bundle, bool) {
 // diffBundle diffs a Bundle against the cluster of target; namespace is
 // the agent's (where ApplySet parents live).
 func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bundle, namespace, fieldManager string, stdout, stderr io.Writer) int {
-	rendered, err := manifests.Pipeline{}.Render(ctx, b, manifests.Cluster{})
+	pipeline, cleanup, err := templatePipeline(target)
+	if err != nil {
+		fmt.Fprintln(stderr, "diff:", err)
+		return 2
+	}
+	defer cleanup()
+	rendered, err := pipeline.Render(ctx, b, manifests.Cluster{})
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
@@ -78,8 +84,11 @@ func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bund
 		ns = namespace
 	}
 	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, namespace)
-	desired, invalid := applier.Prepare(rendered.Take(), apply.Target{Set: set,
-		DefaultNamespace: rendered.Spec.DefaultNamespace, TargetNamespace: rendered.Spec.TargetNamespace})
+	t := apply.Target{Set: set, DefaultNamespace: rendered.Spec.DefaultNamespace, TargetNamespace: rendered.Spec.TargetNamespace}
+	if rendered.Spec.Helm != nil {
+		t = apply.Target{Set: set, DefaultNamespace: rendered.Spec.ReleaseNamespace()}
+	}
+	desired, invalid := applier.Prepare(rendered.Take(), t)
 	errs := rendered.Errors
 	for _, inv := range invalid {
 		errs = append(errs, inv)

@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/driftwatch/driftwatch/clusters"
+	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
 )
 
@@ -30,7 +32,13 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
 	}
-	rendered, err := manifests.Pipeline{}.Render(context.Background(), b, manifests.Cluster{})
+	pipeline, cleanup, err := templatePipeline(nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "render:", err)
+		return 1
+	}
+	defer cleanup()
+	rendered, err := pipeline.Render(context.Background(), b, manifests.Cluster{})
 	if err != nil {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
@@ -38,10 +46,13 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	objs, errs := rendered.Take(), rendered.Errors
 	spec := rendered.Spec
 	for i, o := range objs {
-		if o.Object.GetNamespace() == "" && spec.DefaultNamespace != "" {
+		if ns := spec.DefaultNamespace; o.Object.GetNamespace() == "" && (ns != "" || spec.Helm != nil) {
+			if spec.Helm != nil {
+				ns = spec.ReleaseNamespace()
+			}
 			// Offline there is no REST mapping: cluster-scoped kinds are
 			// told apart at apply time; here the namespace is only shown.
-			fmt.Fprintf(stdout, "# %s (namespace, if namespaced: %s)\n", o.Source, spec.DefaultNamespace)
+			fmt.Fprintf(stdout, "# %s (namespace, if namespaced: %s)\n", o.Source, ns)
 		} else {
 			fmt.Fprintf(stdout, "# %s\n", o.Source)
 		}
@@ -81,4 +92,22 @@ func readBundle(path string) (*manifests.Bundle, error) {
 		return nil, fmt.Errorf("%s: kind %q, want %s", path, b.Kind, manifests.Kind)
 	}
 	return &b, nil
+}
+
+// templatePipeline renders Bundles, Helm charts by templating them as an
+// install would (no release is read or written); target, if not nil, is
+// where valuesFrom and credentials are read.
+// cleanup removes the charts it downloaded.
+func templatePipeline(target *clusters.Clients) (manifests.Pipeline, func(), error) {
+	dir, err := os.MkdirTemp("", "driftwatch-charts-")
+	if err != nil {
+		return manifests.Pipeline{}, nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	releases, err := helmrun.New(helmrun.Options{Template: true, Target: target, CacheDir: dir})
+	if err != nil {
+		cleanup()
+		return manifests.Pipeline{}, nil, err
+	}
+	return manifests.Pipeline{Helm: releases}, cleanup, nil
 }

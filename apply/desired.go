@@ -48,8 +48,18 @@ type Desired struct {
 }
 
 // NewDesired prepares obj for applying: its hash goes into HashAnnotation
-// and the object is serialised once.
+// and the object is serialised once. Preparing a prepared object again
+// gives the same object.
 func NewDesired(obj *unstructured.Unstructured, gvr schema.GroupVersionResource, source string) (Desired, error) {
+	if ann := obj.GetAnnotations(); ann[HashAnnotation] != "" {
+		// Prepared before (a Helm release's stored manifest): the hash is
+		// of the content without it, so preparing again changes nothing.
+		delete(ann, HashAnnotation)
+		if len(ann) == 0 {
+			ann = nil
+		}
+		obj.SetAnnotations(ann)
+	}
 	hash, err := Hash(obj)
 	if err != nil {
 		return Desired{}, err

@@ -10,6 +10,7 @@ import (
 	"github.com/driftwatch/driftwatch/ownership"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 )
@@ -81,6 +82,16 @@ func (i Invalid) Error() string { return i.Source + ": " + i.Err.Error() }
 func (a *Applier) Prepare(objs []manifests.Object, t Target) ([]Desired, []Invalid) {
 	p := preparer{a: a, t: t, seen: map[manifests.ObjectRef]string{}}
 	return p.prepare(objs)
+}
+
+// PrepareOne prepares one object as Prepare does and returns it as it
+// would be applied.
+func (a *Applier) PrepareOne(obj *unstructured.Unstructured, t Target) (*unstructured.Unstructured, error) {
+	d, invalid := a.Prepare([]manifests.Object{{Object: obj}}, t)
+	if len(invalid) > 0 {
+		return nil, invalid[0]
+	}
+	return d[0].Object()
 }
 
 type preparer struct {

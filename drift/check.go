@@ -47,7 +47,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-	if !ok || s.inFlight[ref] || obj.Deleting {
+	if !ok || s.inFlight[ref] || s.releasing || obj.Deleting {
 		return
 	}
 	applied := s.applied[ref]

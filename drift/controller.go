@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
@@ -61,6 +62,9 @@ type Options struct {
 	// Pipeline renders Bundles; Cluster is what they are rendered for.
 	Pipeline manifests.Pipeline
 	Cluster  manifests.Cluster
+	// TargetMetadata watches the objects that renders read (valuesFrom);
+	// nil: they are read at each render but not watched.
+	TargetMetadata metadata.Interface
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -135,6 +139,9 @@ type Controller struct {
 	rsOwners  map[types.NamespacedName]string
 	crashRuns map[types.UID]map[string]bool
 	crashing  map[types.NamespacedName]*watch.Object
+
+	// reads are the watches of objects that renders read; their own lock.
+	reads reads
 }
 
 // NewWatches returns the informer manager for owned objects; the
@@ -176,7 +183,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	c.logger = logger
 	var wg sync.WaitGroup
+	c.startReads(ctx)
 	defer func() {
+		c.stopReads()
 		c.queue.ShutDown()
 		c.fixes.ShutDown()
 		c.statuses.ShutDown()

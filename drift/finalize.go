@@ -44,7 +44,14 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 		s.spec.Paused = true // no corrections while we clean up
 	}
 	c.mu.Unlock()
-	if b != nil && !b.Spec.KeepResourcesOnDelete && s != nil {
+	switch {
+	case b != nil && !b.Spec.KeepResourcesOnDelete && b.Spec.Helm != nil:
+		// Helm uninstalls its release: hooks run, resource policies hold.
+		if err := c.pipeline.Uninstall(ctx, b, c.opts.Cluster); err != nil {
+			c.warn(key, "UninstallFailed", "%v", err)
+			return err
+		}
+	case b != nil && !b.Spec.KeepResourcesOnDelete && s != nil:
 		if errs := c.pruneObjects(ctx, s, owned); len(errs) > 0 {
 			return errors.Join(errs...)
 		}
@@ -79,6 +86,7 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 
 // forget drops a Bundle's state and metrics.
 func (c *Controller) forget(key types.NamespacedName) {
+	c.watchReads(key, nil)
 	c.mu.Lock()
 	delete(c.states, key)
 	delete(c.byLabel, ownership.BundleLabelValue(key))

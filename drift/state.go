@@ -80,6 +80,12 @@ type bundleState struct {
 	crashes map[types.NamespacedName]podCrashState
 	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
+	// releasing is set while a render may write the objects (a Helm
+	// install or upgrade): their events show that write, not drift.
+	releasing bool
+	// retryAfter is the pause before a failed Helm render is tried again;
+	// it doubles with each failure and is reset by a success.
+	retryAfter time.Duration
 
 	parentHash string // of the ApplySet parent last applied
 	// parentKinds and parentNamespaces are the parent's group-kinds and
@@ -149,8 +155,12 @@ func (s *bundleState) has(ref manifests.ObjectRef) bool {
 // corrects reports whether drift is corrected, not only reported.
 func (s *bundleState) corrects() bool { return !s.spec.Paused && !s.spec.Drift.DetectOnly() }
 
-// target is where the Bundle's objects go.
+// target is where the Bundle's objects go. A Helm chart's go where Helm
+// puts them: into the release's namespace when they name none.
 func (s *bundleState) target() apply.Target {
+	if s.spec.Helm != nil {
+		return apply.Target{Set: s.set, DefaultNamespace: s.spec.ReleaseNamespace()}
+	}
 	return apply.Target{Set: s.set, DefaultNamespace: s.spec.DefaultNamespace, TargetNamespace: s.spec.TargetNamespace}
 }
 

@@ -47,13 +47,19 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		return nil
 	}
 
-	rendered, err := c.pipeline.Render(ctx, b, c.opts.Cluster)
+	c.watchReads(key, b.Spec.Reads())
+	defer c.endRelease(s) // on every way out; at the latest once recorded
+	rendered, err := c.render(ctx, s, b)
 	if err != nil {
 		c.renderFailed(s, err)
-		return nil // nothing to retry until an input changes
+		if b.Spec.Helm != nil {
+			c.retryLater(s) // an install or upgrade that failed, or a chart or values not there yet
+		}
+		return nil // else nothing to retry until an input changes
 	}
 	c.mu.Lock()
 	s.spec = rendered.Spec
+	s.retryAfter = 0
 	c.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
 	if err := c.announceKinds(ctx, s, rendered); err != nil {
@@ -65,10 +71,61 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	p.settle(changes)
 	pruneErrs := c.prune(ctx, s, &rendered.Spec, p)
 	c.record(s, rendered, p, changes, pruneErrs)
+	if rendered.Released {
+		// Events of the release's own writes were not looked at; an edit
+		// that landed meanwhile is found now.
+		c.endRelease(s)
+		for _, d := range p.desired {
+			p.recheck = append(p.recheck, d)
+		}
+	}
 	c.recheck(p.recheck)
 	c.publishSync(ctx, s, p)
 	return nil
 }
+
+// render renders the Bundle. A Helm chart's render may install or upgrade
+// its release, which writes the objects: while it runs, the Bundle's
+// objects are not checked nor corrected, and they stay so until the
+// sync has recorded what the release applied (endRelease).
+func (c *Controller) render(ctx context.Context, s *bundleState, b *manifests.Bundle) (*manifests.Rendered, error) {
+	if b.Spec.Helm == nil {
+		return c.pipeline.Render(ctx, b, c.opts.Cluster)
+	}
+	c.mu.Lock()
+	s.releasing = true
+	c.mu.Unlock()
+	rendered, err := c.pipeline.Render(ctx, b, c.opts.Cluster)
+	if err != nil || !rendered.Released {
+		c.endRelease(s)
+	}
+	return rendered, err
+}
+
+// endRelease lets the Bundle's objects be checked and corrected again.
+func (c *Controller) endRelease(s *bundleState) {
+	c.mu.Lock()
+	s.releasing = false
+	c.mu.Unlock()
+}
+
+// retryLater syncs a Bundle whose Helm render failed again after a pause
+// that doubles with every failure, from helmRetryMin to helmRetryMax: a
+// failing upgrade is retried, never in a hot loop (each attempt is a
+// release revision). A change of the Bundle syncs it at once.
+func (c *Controller) retryLater(s *bundleState) {
+	c.mu.Lock()
+	s.retryAfter = min(max(2*s.retryAfter, helmRetryMin), helmRetryMax)
+	after := s.retryAfter
+	c.mu.Unlock()
+	c.queue.AddAfter(s.key, after)
+}
+
+// The pauses between retries of a failed Helm render.
+const (
+	helmRetryMin = 10 * time.Second
+	helmRetryMax = 5 * time.Minute
+)
 
 // stateFor returns the state of a Bundle, made on its first sync, with the
 // Bundle's spec and generation recorded.

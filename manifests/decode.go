@@ -259,3 +259,6 @@ func isBlank(b []byte) bool {
 	}
 	return true
 }
+
+// ResourceBytes returns a resource's content, decoded from its encoding.
+func ResourceBytes(r Resource) ([]byte, error) { return decodeContent(r) }

@@ -6,11 +6,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Cluster is the target cluster a Bundle is rendered for: its name and
@@ -47,7 +49,21 @@ func Effective(spec BundleSpec, cluster Cluster) (BundleSpec, error) {
 // returns the objects it could render and one error per document or input
 // it could not; an error of its own means nothing could be rendered.
 type Renderer interface {
-	Render(ctx context.Context, spec *BundleSpec, cluster Cluster) (Output, error)
+	Render(ctx context.Context, in Input) (Output, error)
+}
+
+// Input is what a Renderer renders: one Bundle's effective spec for one
+// cluster.
+type Input struct {
+	Bundle  types.NamespacedName
+	Spec    *BundleSpec
+	Cluster Cluster
+}
+
+// An Uninstaller also removes what it installed when a Bundle is deleted
+// (a Helm release).
+type Uninstaller interface {
+	Uninstall(ctx context.Context, in Input) error
 }
 
 // Output is what a Renderer produced.
@@ -56,6 +72,38 @@ type Output struct {
 	Errors  []error
 	// Source finds each object again by its Locator.
 	Source Source
+	// Inputs digests what the render read besides the spec and the
+	// cluster (a resolved chart, values read from the cluster): it goes
+	// into Rendered.Hash.
+	Inputs string
+	// Released says that the render itself wrote the objects (a Helm
+	// install or upgrade): what the cache shows of them meanwhile was
+	// that write, not drift.
+	Released bool
+}
+
+// Reference names one object of the target cluster that a render reads.
+type Reference struct {
+	Kind      string // ConfigMap or Secret
+	Namespace string
+	Name      string
+}
+
+// Reads are the objects of the target cluster that rendering spec reads
+// (spec.helm.valuesFrom): a change to one of them renders it again.
+func (s *BundleSpec) Reads() []Reference {
+	if s.Helm == nil {
+		return nil
+	}
+	var out []Reference
+	for _, v := range s.Helm.ValuesFrom {
+		ns := v.Namespace
+		if ns == "" {
+			ns = s.ReleaseNamespace()
+		}
+		out = append(out, Reference{Kind: v.Kind, Namespace: ns, Name: v.Name})
+	}
+	return out
 }
 
 // Source hands out one rendered object again by the Locator the render
@@ -82,6 +130,8 @@ type Rendered struct {
 	// cluster (later also values read from the cluster and resolved chart
 	// versions). Equal hashes render equal objects.
 	Hash string
+	// Released is the Output's.
+	Released bool
 
 	source Source
 }
@@ -108,21 +158,27 @@ func (r *Rendered) Take() []Object {
 type Pipeline struct {
 	// Manifests renders raw manifests; nil means RawManifests{}.
 	Manifests Renderer
+	// Helm renders Bundles with spec.helm; nil refuses them.
+	Helm Renderer
 }
 
+// ErrNoHelm is a Helm Bundle rendered by a pipeline without Helm.
+var ErrNoHelm = errors.New("spec.helm: this command does not render Helm charts")
+
 // Render renders b for cluster. A Bundle that cannot be rendered at all
-// (its customisation is invalid) is an error; documents that cannot be
-// decoded are in Rendered.Errors, and the rest is rendered.
+// (its customisation is invalid, its chart cannot be loaded) is an error;
+// documents that cannot be decoded are in Rendered.Errors, and the rest is
+// rendered.
 func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rendered, error) {
 	spec, err := Effective(b.Spec, cluster)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
-	r := p.Manifests
+	r := p.renderer(&spec)
 	if r == nil {
-		r = RawManifests{}
+		return nil, ErrNoHelm
 	}
-	out, err := r.Render(ctx, &spec, cluster)
+	out, err := r.Render(ctx, Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster})
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
@@ -131,12 +187,39 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 		return nil, err
 	}
 	cluster.writeTo(h)
+	writeString(h, out.Inputs)
 	return &Rendered{
 		Spec: spec, Objects: out.Objects, Errors: out.Errors,
 		Declared:   len(out.Objects) + len(out.Errors),
 		Generation: b.Generation, Hash: hex.EncodeToString(h.Sum(nil)[:16]),
-		source: out.Source,
+		Released: out.Released,
+		source:   out.Source,
 	}, nil
+}
+
+// renderer is the Renderer of spec's kind of source.
+func (p Pipeline) renderer(spec *BundleSpec) Renderer {
+	if spec.Helm != nil {
+		return p.Helm
+	}
+	if p.Manifests == nil {
+		return RawManifests{}
+	}
+	return p.Manifests
+}
+
+// Uninstall removes what the renderer of b installed, where it installs
+// anything (a Helm release); other Bundles have nothing to uninstall.
+func (p Pipeline) Uninstall(ctx context.Context, b *Bundle, cluster Cluster) error {
+	spec, err := Effective(b.Spec, cluster)
+	if err != nil {
+		return err
+	}
+	u, ok := p.renderer(&spec).(Uninstaller)
+	if !ok {
+		return nil
+	}
+	return u.Uninstall(ctx, Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster})
 }
 
 // hashSpec feeds a spec into h: the resources' bytes as they are, the rest
@@ -171,16 +254,17 @@ func writeString(h hash.Hash, s string) {
 type RawManifests struct{}
 
 // Render implements Renderer.
-func (RawManifests) Render(_ context.Context, spec *BundleSpec, _ Cluster) (Output, error) {
-	objs, errs := Decode(spec.Resources)
-	return Output{Objects: objs, Errors: errs, Source: rawSource(spec.Resources)}, nil
+func (RawManifests) Render(_ context.Context, in Input) (Output, error) {
+	objs, errs := Decode(in.Spec.Resources)
+	return Output{Objects: objs, Errors: errs, Source: RawSource(in.Spec.Resources)}, nil
 }
 
-// rawSource finds an object again in the Bundle's files, through the span
+// RawSource finds an object again in the Bundle's files, through the span
 // of its document (DecodeAt): the files are the spec's own strings, so
 // keeping them costs nothing beyond the Bundle itself.
-type rawSource []Resource
+type RawSource []Resource
 
-func (s rawSource) Object(loc Locator) (*unstructured.Unstructured, error) {
+// Object implements Source.
+func (s RawSource) Object(loc Locator) (*unstructured.Unstructured, error) {
 	return DecodeAt(s, loc)
 }

@@ -41,8 +41,94 @@ type BundleSpec struct {
 	// Adopt takes over existing objects that no Bundle owns.
 	Adopt bool `json:"adopt,omitempty"`
 	// KeepResourcesOnDelete leaves owned objects in place when the Bundle
-	// is deleted.
+	// is deleted (and, for a Helm chart, its release installed).
 	KeepResourcesOnDelete bool `json:"keepResourcesOnDelete,omitempty"`
+	// Helm makes the Bundle a Helm chart, installed as a real Helm
+	// release; its resources are then the chart's files and values files.
+	Helm *HelmSpec `json:"helm,omitempty"`
+}
+
+// HelmSpec is a Helm chart to install as a release.
+type HelmSpec struct {
+	// Chart is a path among the Bundle's resources (a chart directory,
+	// or a packaged .tgz), a chart name in the HTTP(S) repository Repo,
+	// or an oci:// reference.
+	Chart string `json:"chart"`
+	// Repo is the URL of an HTTP(S) chart repository (with index.yaml).
+	Repo string `json:"repo,omitempty"`
+	// Version is a semver constraint ("1.2.3", "~1.2", ">=1.0 <2"),
+	// resolved against the repository's index or the registry's tags;
+	// empty means the newest stable version.
+	Version string `json:"version,omitempty"`
+	// ReleaseName defaults to the Bundle's name.
+	ReleaseName string `json:"releaseName,omitempty"`
+	// Values override everything else.
+	Values map[string]any `json:"values,omitempty"`
+	// ValuesFiles are resources of the Bundle, merged in order.
+	ValuesFiles []string `json:"valuesFiles,omitempty"`
+	// ValuesFrom are keys of ConfigMaps or Secrets in the target cluster,
+	// merged in order after ValuesFiles; a change re-renders the chart.
+	ValuesFrom []ValuesReference `json:"valuesFrom,omitempty"`
+	// MaxHistory bounds the release's revisions (default 10).
+	MaxHistory *int `json:"maxHistory,omitempty"`
+	// Atomic rolls a failed upgrade back (and uninstalls a failed install).
+	Atomic bool `json:"atomic,omitempty"`
+	// TimeoutSeconds bounds each Helm operation, hooks and waits (default 300).
+	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// Wait waits for the release's objects to be ready before it is
+	// marked deployed.
+	Wait bool `json:"wait,omitempty"`
+	// WaitForJobs also waits for the release's Jobs to complete.
+	WaitForJobs bool `json:"waitForJobs,omitempty"`
+	// TakeOwnership adopts objects that no Helm release owns.
+	TakeOwnership bool `json:"takeOwnership,omitempty"`
+	// SkipCRDs does not install the chart's crds/ directory.
+	SkipCRDs bool `json:"skipCRDs,omitempty"`
+	// CredentialsSecret names a Secret in the Bundle's namespace with the
+	// repository's or registry's username, password and ca.crt.
+	CredentialsSecret string `json:"credentialsSecret,omitempty"`
+	// Insecure talks plain HTTP to an OCI registry.
+	Insecure bool `json:"insecure,omitempty"`
+}
+
+// ValuesReference is one key of a ConfigMap or Secret holding values.
+type ValuesReference struct {
+	// Kind is ConfigMap or Secret.
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Namespace defaults to the release's namespace.
+	Namespace string `json:"namespace,omitempty"`
+	// Key defaults to values.yaml.
+	Key string `json:"key,omitempty"`
+	// Optional: a missing object or key is no error.
+	Optional bool `json:"optional,omitempty"`
+}
+
+// DefaultMaxHistory is a release's revisions kept when MaxHistory is unset.
+const DefaultMaxHistory = 10
+
+// DefaultHelmTimeout bounds a Helm operation when TimeoutSeconds is unset.
+const DefaultHelmTimeout = 300
+
+// ReleaseNameFor is the Helm release's name: ReleaseName or the Bundle's.
+func (h *HelmSpec) ReleaseNameFor(bundle string) string {
+	if h.ReleaseName != "" {
+		return h.ReleaseName
+	}
+	return bundle
+}
+
+// ReleaseNamespace is where a Helm Bundle's release lives, and where its
+// namespaced objects go when they name no namespace: targetNamespace,
+// else defaultNamespace, else "default".
+func (s *BundleSpec) ReleaseNamespace() string {
+	switch {
+	case s.TargetNamespace != "":
+		return s.TargetNamespace
+	case s.DefaultNamespace != "":
+		return s.DefaultNamespace
+	}
+	return "default"
 }
 
 // Resource is one file of a Bundle.

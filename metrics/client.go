@@ -66,9 +66,11 @@ func (q *Queues) NewRetriesMetric(name string) workqueue.CounterMetric {
 }
 
 // RegisterClientGo publishes client-go's REST client metrics — requests by
-// method and code, request latency by verb — on reg. client-go accepts one
-// registration per process (later ones are ignored), so the agent calls it
-// once, from main.
+// method and code, request latency by verb — on reg. The agent calls it
+// once, from main, before any client is used. client-go's Register takes
+// one registration per process and ignores the rest, and
+// controller-runtime (linked through Helm) registers its own at init:
+// the adapters are therefore set directly, which is what Register does.
 func RegisterClientGo(reg prometheus.Registerer) {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rest_client_requests_total",
 		Help: "HTTP requests of the Kubernetes clients, by status code, method and host."}, []string{"code", "method", "host"})
@@ -76,10 +78,8 @@ func RegisterClientGo(reg prometheus.Registerer) {
 		Help:    "Request latency of the Kubernetes clients, by verb (the path is left out: it names objects).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"verb", "host"})
 	reg.MustRegister(requests, latency)
-	clientmetrics.Register(clientmetrics.RegisterOpts{
-		RequestResult:  resultAdapter{requests},
-		RequestLatency: latencyAdapter{latency},
-	})
+	clientmetrics.RequestResult = resultAdapter{requests}
+	clientmetrics.RequestLatency = latencyAdapter{latency}
 }
 
 type resultAdapter struct{ v *prometheus.CounterVec }

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -157,9 +159,14 @@ func TestDriftIsRevertedAndReported(t *testing.T) {
 }
 
 // applyAs server-side applies a JSON object with force as manager.
+// applyAs server-side applies a ConfigMap (JSON) as manager, forcing.
 func applyAs(t *testing.T, ns, manager, obj string) {
 	t.Helper()
-	_, err := cp.Client().CoreV1().ConfigMaps(ns).Patch(t.Context(), "settings", types.ApplyPatchType,
+	var cm corev1.ConfigMap
+	if err := json.Unmarshal([]byte(obj), &cm); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cp.Client().CoreV1().ConfigMaps(ns).Patch(t.Context(), cm.Name, types.ApplyPatchType,
 		[]byte(obj), metav1.PatchOptions{FieldManager: manager, Force: ptr(true)})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,321 @@
+package helmrun
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v4/pkg/chart/loader/archive"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/ignore"
+	"helm.sh/helm/v4/pkg/registry"
+	repo "helm.sh/helm/v4/pkg/repo/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// loaded is a chart ready to install, and the digest that identifies it.
+type loaded struct {
+	chart  *chart.Chart
+	digest string
+	// version is the chart's version as resolved ("1.2.3").
+	version string
+}
+
+// credentials of a chart repository or registry.
+type credentials struct {
+	username, password string
+	ca                 []byte
+}
+
+// fetchTimeout bounds one download of an index, a chart or a tag list.
+const fetchTimeout = 2 * time.Minute
+
+// maxIndexBytes bounds a repository index read into memory.
+const maxIndexBytes = 64 << 20
+
+// loadChart loads the chart that spec.helm names: from the Bundle's
+// resources, from an HTTP(S) repository, or from an OCI registry.
+func (r *Releases) loadChart(ctx context.Context, spec *manifests.BundleSpec, creds *credentials) (*loaded, error) {
+	h := spec.Helm
+	switch {
+	case strings.HasPrefix(h.Chart, "oci://"):
+		if h.Repo != "" {
+			return nil, fmt.Errorf("spec.helm: chart %q is an OCI reference; repo must be empty", h.Chart)
+		}
+		return r.loadOCI(ctx, h, creds)
+	case h.Repo != "":
+		return r.loadFromRepo(ctx, h, creds)
+	default:
+		return loadFromResources(spec.Resources, h.Chart)
+	}
+}
+
+// loadFromResources loads a chart directory (resources named dir/...) or a
+// packaged chart (a resource named like the chart) of the Bundle.
+func loadFromResources(resources []manifests.Resource, name string) (*loaded, error) {
+	dir := strings.Trim(path.Clean(name), "/")
+	var files []*archive.BufferedFile
+	sum := sha256.New()
+	for _, res := range resources {
+		data, err := manifests.ResourceBytes(res)
+		if err != nil {
+			return nil, fmt.Errorf("resource %s: %w", res.Name, err)
+		}
+		clean := path.Clean(res.Name)
+		if clean == dir {
+			c, err := loader.LoadArchive(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("chart %s: %w", name, err)
+			}
+			s := sha256.Sum256(data)
+			return &loaded{chart: c, digest: hex.EncodeToString(s[:]), version: c.Metadata.Version}, nil
+		}
+		rel, ok := strings.CutPrefix(clean, dir+"/")
+		if dir == "." {
+			rel, ok = clean, true
+		}
+		if !ok {
+			continue
+		}
+		files = append(files, &archive.BufferedFile{Name: rel, Data: data})
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("chart %q: no resource is that chart or a file in that directory", name)
+	}
+	files, err := withoutIgnored(files)
+	if err != nil {
+		return nil, fmt.Errorf("chart %s: %w", name, err)
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	for _, f := range files {
+		fmt.Fprintf(sum, "%d:%s%d:", len(f.Name), f.Name, len(f.Data))
+		sum.Write(f.Data)
+	}
+	c, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("chart %s: %w", name, err)
+	}
+	return &loaded{chart: c, digest: hex.EncodeToString(sum.Sum(nil)), version: c.Metadata.Version}, nil
+}
+
+// withoutIgnored drops the files that the chart's .helmignore names, as
+// `helm package` and `helm install DIR` do.
+func withoutIgnored(files []*archive.BufferedFile) ([]*archive.BufferedFile, error) {
+	var rules *ignore.Rules
+	for _, f := range files {
+		if f.Name == ignore.HelmIgnore {
+			r, err := ignore.Parse(bytes.NewReader(f.Data))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", ignore.HelmIgnore, err)
+			}
+			rules = r
+		}
+	}
+	if rules == nil {
+		return files, nil
+	}
+	out := files[:0]
+	for _, f := range files {
+		if f.Name != ignore.HelmIgnore && rules.Ignore(f.Name, fileInfo(f.Name)) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// loadFromRepo resolves the version constraint against the repository's
+// index and loads that chart, from the cache when its digest is there.
+func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, creds *credentials) (*loaded, error) {
+	client, err := httpClient(creds, false)
+	if err != nil {
+		return nil, err
+	}
+	indexURL := strings.TrimSuffix(h.Repo, "/") + "/index.yaml"
+	body, err := fetch(ctx, client, indexURL, creds, maxIndexBytes)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", h.Repo, err)
+	}
+	var index repo.IndexFile
+	if err := yaml.Unmarshal(body, &index); err != nil {
+		return nil, fmt.Errorf("repository %s: index.yaml: %w", h.Repo, err)
+	}
+	index.SortEntries()
+	cv, err := index.Get(h.Chart, h.Version)
+	if err != nil {
+		if h.Version == "" {
+			return nil, fmt.Errorf("repository %s: chart %q: %w", h.Repo, h.Chart, err)
+		}
+		return nil, fmt.Errorf("repository %s: chart %q version %q: %w", h.Repo, h.Chart, h.Version, err)
+	}
+	if len(cv.URLs) == 0 {
+		return nil, fmt.Errorf("repository %s: chart %s %s has no URL", h.Repo, cv.Name, cv.Version)
+	}
+	chartURL, err := repo.ResolveReferenceURL(h.Repo, cv.URLs[0])
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", h.Repo, err)
+	}
+	data, digest, err := r.cache.get(cv.Digest, func() ([]byte, error) {
+		return fetch(ctx, client, chartURL, creds, archive.MaxDecompressedChartSize)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chart %s %s: %w", cv.Name, cv.Version, err)
+	}
+	c, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("chart %s %s: %w", cv.Name, cv.Version, err)
+	}
+	return &loaded{chart: c, digest: digest, version: cv.Version}, nil
+}
+
+// loadOCI resolves the version constraint against the registry's tags and
+// loads that chart, from the cache when its manifest digest is there.
+func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, creds *credentials) (*loaded, error) {
+	client, err := httpClient(creds, h.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	opts := []registry.ClientOption{registry.ClientOptHTTPClient(client), registry.ClientOptWriter(io.Discard),
+		registry.ClientOptCredentialsFile(r.cache.credentialsFile())}
+	if h.Insecure {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	if creds != nil && creds.username != "" {
+		opts = append(opts, registry.ClientOptBasicAuth(creds.username, creds.password))
+	}
+	rc, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, err
+	}
+	ref := strings.TrimPrefix(h.Chart, "oci://")
+	if _, tagged := tagOf(ref); tagged && h.Version != "" {
+		return nil, fmt.Errorf("spec.helm: chart %q has a tag; version must then be empty", h.Chart)
+	}
+	if _, tagged := tagOf(ref); !tagged {
+		tags, err := withContext(ctx, func() ([]string, error) { return rc.Tags(ref) })
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", h.Chart, err)
+		}
+		tag, err := registry.GetTagMatchingVersionOrConstraint(tags, h.Version)
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: %w", h.Chart, err)
+		}
+		ref += ":" + tag
+	}
+	desc, err := withContext(ctx, func() (string, error) {
+		d, err := rc.Resolve(ref)
+		return d.Digest.String(), err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", ref, err)
+	}
+	data, _, err := r.cache.get(desc, func() ([]byte, error) {
+		res, err := withContext(ctx, func() (*registry.PullResult, error) { return rc.Pull(ref) })
+		if err != nil {
+			return nil, err
+		}
+		return res.Chart.Data, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", ref, err)
+	}
+	c, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("chart %s: %w", ref, err)
+	}
+	return &loaded{chart: c, digest: desc, version: c.Metadata.Version}, nil
+}
+
+// tagOf returns the tag of an OCI reference, if it has one.
+func tagOf(ref string) (string, bool) {
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if i := strings.LastIndex(last, ":"); i >= 0 && !strings.Contains(last, "@") {
+		return last[i+1:], true
+	}
+	return "", strings.Contains(last, "@")
+}
+
+// withContext runs f, which takes no context (Helm's registry client),
+// and stops waiting for it when ctx is done; the HTTP client's timeout
+// bounds f itself.
+func withContext[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// httpClient is a client for a repository or registry: the system's
+// roots plus the credentials' CA, and a timeout on every request.
+func httpClient(creds *credentials, plain bool) (*http.Client, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if creds != nil && len(creds.ca) > 0 && !plain {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(creds.ca) {
+			return nil, errors.New("credentials: ca.crt holds no PEM certificate")
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: t, Timeout: fetchTimeout}, nil
+}
+
+// fetch GETs url, with basic auth when there are credentials, reading at
+// most limit bytes.
+func fetch(ctx context.Context, client *http.Client, u string, creds *credentials, limit int64) ([]byte, error) {
+	if _, err := url.Parse(u); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if creds != nil && creds.username != "" {
+		req.SetBasicAuth(creds.username, creds.password)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("GET %s: larger than %d bytes", u, limit)
+	}
+	return body, nil
+}

@@ -1,0 +1,140 @@
+package helmrun
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// Helm's own metadata on a release's objects (setMetadataVisitor), which
+// the stamper adds before Helm does so that the stored manifest, what
+// Helm applies and what a correction applies are the same object.
+const (
+	managedByLabel       = "app.kubernetes.io/managed-by"
+	releaseNameAnnot     = "meta.helm.sh/release-name"
+	releaseNSAnnot       = "meta.helm.sh/release-namespace"
+	postrenderFileAnnot  = "postrenderer.helm.sh/postrender-filename"
+	helmManagedByValue   = "Helm"
+	sourceCommentPrefix  = "# Source: "
+	manifestResourceName = "manifest"
+)
+
+// stamper is the post-renderer of a release's templates (not its hooks,
+// nor its crds/ directory, which stay Helm's): it prepares every object
+// — namespace resolved, ownership labels, hash — exactly as a sync
+// prepares it (Options.Prepare), so that Helm's server-side apply and a
+// later correction write the same fields as the same manager.
+type stamper struct {
+	prepare            func(*unstructured.Unstructured) (*unstructured.Unstructured, error)
+	release, namespace string
+}
+
+// Run implements postrenderer.PostRenderer.
+func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
+	objs, errs := manifests.Decode([]manifests.Resource{{Name: "chart", Content: in.String()}})
+	if len(errs) == 1 && errors.Is(errs[0], manifests.ErrEmptyBundle) {
+		return &bytes.Buffer{}, nil
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	out := &bytes.Buffer{}
+	for _, o := range objs {
+		obj := o.Object
+		ann := obj.GetAnnotations()
+		file := ann[postrenderFileAnnot]
+		delete(ann, postrenderFileAnnot)
+		obj.SetAnnotations(ann)
+		setHelmMetadata(obj, s.release, s.namespace)
+		if p, err := s.prepare(obj); err == nil {
+			obj = p
+		} // else left as it is: the sync's Prepare reports why
+		ann = obj.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		if file != "" {
+			ann[postrenderFileAnnot] = file
+		}
+		obj.SetAnnotations(ann)
+		y, err := yaml.Marshal(obj.Object)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		out.WriteString("---\n")
+		out.Write(y)
+	}
+	return out, nil
+}
+
+// setHelmMetadata adds the label and annotations Helm puts on every
+// object of a release.
+func setHelmMetadata(obj *unstructured.Unstructured, release, namespace string) {
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[managedByLabel] = helmManagedByValue
+	obj.SetLabels(labels)
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[releaseNameAnnot] = release
+	ann[releaseNSAnnot] = namespace
+	obj.SetAnnotations(ann)
+}
+
+// output turns a release's manifest into the render's objects, one
+// resource per template file ("# Source: chart/templates/x.yaml"), so
+// that each object's source names its template.
+func (r *Releases) output(req *request, manifest string, released bool) (manifests.Output, error) {
+	resources := splitManifest(manifest)
+	out := manifests.Output{Source: manifests.RawSource(resources), Inputs: req.inputs, Released: released}
+	if len(resources) == 0 {
+		return out, nil
+	}
+	out.Objects, out.Errors = manifests.Decode(resources)
+	if len(out.Objects) == 0 && len(out.Errors) == 1 && errors.Is(out.Errors[0], manifests.ErrEmptyBundle) {
+		out.Errors = nil
+	}
+	return out, nil
+}
+
+// splitManifest groups a release manifest's documents by their template.
+func splitManifest(manifest string) []manifests.Resource {
+	var resources []manifests.Resource
+	index := map[string]int{}
+	for _, doc := range strings.Split("\n"+manifest, "\n---\n") {
+		doc = strings.TrimLeft(doc, "\n")
+		if strings.TrimSpace(doc) == "" || strings.TrimSpace(doc) == "---" {
+			continue
+		}
+		doc = strings.TrimPrefix(doc, "---\n")
+		name := manifestResourceName
+		if rest, ok := strings.CutPrefix(doc, sourceCommentPrefix); ok {
+			if nl := strings.IndexByte(rest, '\n'); nl >= 0 {
+				name, doc = rest[:nl], rest[nl+1:]
+			}
+		}
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		if !strings.HasSuffix(doc, "\n") {
+			doc += "\n"
+		}
+		if i, ok := index[name]; ok {
+			resources[i].Content += "---\n" + doc
+			continue
+		}
+		index[name] = len(resources)
+		resources = append(resources, manifests.Resource{Name: name, Content: doc})
+	}
+	return resources
+}
