@@ -19,6 +19,7 @@ func TestRenderGolden(t *testing.T) {
 	tests := []struct{ name, file string }{
 		{"web", "examples/web.yaml"},
 		{"audit", "examples/audit.yaml"},
+		{"helm-chart", "examples/helm-chart.yaml"},
 		{"broken", "testdata/broken-bundle.yaml"},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -72,6 +73,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	pruneErrs := c.prune(ctx, s, &rendered.Spec, p)
 	c.record(s, rendered, p, changes, pruneErrs)
 	if rendered.Released {
+		c.event(key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
 		// Events of the release's own writes were not looked at; an edit
 		// that landed meanwhile is found now.
 		c.endRelease(s)

@@ -149,7 +149,10 @@ func (r *Releases) Render(ctx context.Context, in manifests.Input) (manifests.Ou
 		return manifests.Output{}, err
 	}
 	r.remember(req, rel.Manifest)
-	return r.output(req, rel.Manifest, true)
+	out, err := r.output(req, rel.Manifest, true)
+	out.Note = fmt.Sprintf("release %s/%s revision %d: %s (chart %s-%s)", req.ns, req.name, rel.Version,
+		rel.Info.Description, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version)
+	return out, err
 }
 
 // lastRelease returns the release's newest record, nil if it has none.
@@ -190,9 +193,6 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 	}
 	if req.chart, err = r.loadChart(ctx, in.Spec, creds); err != nil {
 		return nil, err
-	}
-	if r.opts.Template && len(h.ValuesFrom) > 0 && r.opts.Target == nil {
-		return nil, errors.New("spec.helm.valuesFrom needs the target cluster: give --kubeconfig")
 	}
 	if req.values, err = r.values(ctx, in); err != nil {
 		return nil, err

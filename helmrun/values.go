@@ -37,6 +37,14 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 		vals = loader.MergeMaps(vals, v)
 	}
 	for i, ref := range h.ValuesFrom {
+		if r.opts.Target == nil {
+			// Offline (driftwatch render): an optional reference is
+			// absent, as it may be in a cluster; another cannot be read.
+			if ref.Optional {
+				continue
+			}
+			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s is read from the target cluster: give --kubeconfig (driftwatch diff)", i, ref.Kind, ref.Name)
+		}
 		read, data, err := r.valuesFrom(ctx, ref, in.Spec.ReleaseNamespace())
 		if err != nil {
 			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %w", i, err)

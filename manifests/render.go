@@ -78,8 +78,9 @@ type Output struct {
 	Inputs string
 	// Released says that the render itself wrote the objects (a Helm
 	// install or upgrade): what the cache shows of them meanwhile was
-	// that write, not drift.
+	// that write, not drift. Note says what was released, for an event.
 	Released bool
+	Note     string
 }
 
 // Reference names one object of the target cluster that a render reads.
@@ -130,8 +131,9 @@ type Rendered struct {
 	// cluster (later also values read from the cluster and resolved chart
 	// versions). Equal hashes render equal objects.
 	Hash string
-	// Released is the Output's.
+	// Released and Note are the Output's.
 	Released bool
+	Note     string
 
 	source Source
 }
@@ -192,8 +194,8 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 		Spec: spec, Objects: out.Objects, Errors: out.Errors,
 		Declared:   len(out.Objects) + len(out.Errors),
 		Generation: b.Generation, Hash: hex.EncodeToString(h.Sum(nil)[:16]),
-		Released: out.Released,
-		source:   out.Source,
+		Released: out.Released, Note: out.Note,
+		source: out.Source,
 	}, nil
 }
 

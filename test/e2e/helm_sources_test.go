@@ -168,7 +168,7 @@ func TestHelm3ReleaseIsReadAndUpgraded(t *testing.T) {
 	onlyAppliedBy(t, "old-config", got, "helm")
 	var owner string
 	for _, mf := range got.ManagedFields {
-		if mf.FieldsV1 != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:greeting"`) {
+		if mf.FieldsV1 != nil && strings.Contains(mf.FieldsV1.String(), `"f:greeting"`) {
 			owner += mf.Manager + "/" + string(mf.Operation) + " "
 		}
 	}

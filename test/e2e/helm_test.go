@@ -160,6 +160,7 @@ func TestHelmReleaseLifecycleAndDrift(t *testing.T) {
 	createBundle(t, ns, "web", specYAML(t, spec))
 	waitBundle(t, ns, "web", "Ready", ready)
 	revs := waitRevisions(t, ns, "web", 1)
+	waitEvent(t, ns, "web", "Released", "release "+ns+"/web revision 1", "web-0.1.0")
 	if !strings.Contains(revs[0].Chart, "web-0.1.0") {
 		t.Errorf("history %v", revs)
 	}

@@ -162,6 +162,15 @@ func TestShippedRBACIsEnough(t *testing.T) {
 			if variant != "narrow" {
 				return
 			}
+			// A Helm release: its records are Secrets, its capabilities
+			// come from discovery.
+			chart := "chart-" + variant
+			createBundle(t, "driftwatch-system", chart, specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
+				Resources: chartFiles(t, "web"), Helm: &manifests.HelmSpec{Chart: "web"}}))
+			t.Cleanup(func() {
+				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), chart, metav1.DeleteOptions{})
+			})
+			waitBundle(t, "driftwatch-system", chart, "Ready", ready)
 			grab := "grab-" + variant
 			createBundle(t, "driftwatch-system", grab, `
 resources:
