@@ -39,6 +39,7 @@ import (
 	"github.com/driftwatch/driftwatch/drift"
 	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/manifests/kustomize"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -75,6 +76,9 @@ func (l *labelFlag) String() string {
 	sort.Strings(keys)
 	return strings.Join(keys, ",")
 }
+
+// Type names the value for pflag (kubectl-driftwatch).
+func (l *labelFlag) Type() string { return "key=value" }
 
 func (l *labelFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")
@@ -189,7 +193,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	if err != nil {
 		return err
 	}
-	opts.Pipeline = manifests.Pipeline{Helm: releases}
+	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch}
 	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
 		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
 	}, m, opts)
@@ -205,6 +209,9 @@ func agent(ctx context.Context, f agentFlags) error {
 				errc <- fmt.Errorf("serving %s: %w", s.Addr, err)
 			}
 		}()
+	}
+	if n := releaseBinaryPages(); n > 0 {
+		logger.V(2).Info("Paged out the binary's start-up pages", "bytes", n)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -31,6 +31,9 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the target cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	namespace := fs.String("namespace", "driftwatch-system", "the agent's namespace (where ApplySet parents live)")
 	fieldManager := fs.String("field-manager", "driftwatch", "server-side apply field manager")
+	clusterName := fs.String("cluster-name", "", "the target cluster's name, as the agent's --cluster-name")
+	var labels labelFlag
+	fs.Var(&labels, "cluster-label", "a label of the target cluster, key=value (repeatable), as the agent's; the driftwatch-cluster ConfigMap's labels are laid over them")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -47,7 +50,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, stdout, stderr)
+	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, manifests.Cluster{Name: *clusterName, Labels: labels}, stdout, stderr)
 }
 
 // diffBundleFile reads diff's -f file, saying on stderr what is wrong.
@@ -66,14 +69,14 @@ func diffBundleFile(file string, stderr io.Writer) (*manifests.Bundle, bool) {
 
 // diffBundle diffs a Bundle against the cluster of target; namespace is
 // the agent's (where ApplySet parents live).
-func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bundle, namespace, fieldManager string, stdout, stderr io.Writer) int {
+func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bundle, namespace, fieldManager string, cluster manifests.Cluster, stdout, stderr io.Writer) int {
 	pipeline, cleanup, err := templatePipeline(target)
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
 	defer cleanup()
-	rendered, err := pipeline.Render(ctx, b, manifests.Cluster{})
+	rendered, err := pipeline.Render(ctx, b, withClusterConfigMap(ctx, target, namespace, cluster))
 	if err != nil {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2

@@ -16,6 +16,9 @@ const module = "github.com/driftwatch/driftwatch"
 // tested alone.
 var layers = map[string][]string{
 	"manifests": {},
+	// kustomize renders spec.kustomize and yaml overlays, apart from
+	// manifests so that the benchmark's stock caches do not link krusty.
+	"manifests/kustomize": {"manifests"},
 	"metrics":   {},
 	"clusters":  {},
 	"ownership": {"manifests"},

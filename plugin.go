@@ -85,6 +85,9 @@ func runPluginDiff(args []string, stdout, stderr io.Writer) int {
 	fs, cf := kubectlFlags("diff", stderr)
 	file := fs.StringP("filename", "f", "", "bundle file (YAML)")
 	fieldManager := fs.String("field-manager", "driftwatch", "server-side apply field manager")
+	clusterName := fs.String("cluster-name", "", "the target cluster's name, as the agent's --cluster-name")
+	var labels labelFlag
+	fs.Var(&labels, "cluster-label", "a label of the target cluster, key=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -99,7 +102,7 @@ func runPluginDiff(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return diffBundle(ctx, target, b, namespaceOf(cf), *fieldManager, stdout, stderr)
+	return diffBundle(ctx, target, b, namespaceOf(cf), *fieldManager, manifests.Cluster{Name: *clusterName, Labels: labels}, stdout, stderr)
 }
 
 // runStatus lists the Bundles of a namespace (or all) with their

@@ -5,14 +5,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/driftwatch/driftwatch/clusters"
+	"github.com/driftwatch/driftwatch/drift"
 	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/manifests/kustomize"
 )
 
 // runRender prints the desired objects of a Bundle file, offline.
@@ -20,6 +24,9 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "bundle file (YAML)")
+	clusterName := fs.String("cluster-name", "", "render for the cluster of this name (target customizations)")
+	var labels labelFlag
+	fs.Var(&labels, "cluster-label", "render for a cluster with this label, key=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -38,13 +45,19 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cleanup()
-	rendered, err := pipeline.Render(context.Background(), b, manifests.Cluster{})
+	rendered, err := pipeline.Render(context.Background(), b, manifests.Cluster{Name: *clusterName, Labels: labels})
 	if err != nil {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
 	}
 	objs, errs := rendered.Take(), rendered.Errors
 	spec := rendered.Spec
+	if c := spec.Customized; c.Name != "" {
+		fmt.Fprintf(stdout, "# targetCustomization: %s\n", c.Name)
+		if c.DoNotDeploy {
+			fmt.Fprintln(stdout, "# doNotDeploy: nothing is applied on this cluster (what was is pruned)")
+		}
+	}
 	for i, o := range objs {
 		if ns := spec.DefaultNamespace; o.Object.GetNamespace() == "" && (ns != "" || spec.Helm != nil) {
 			if spec.Helm != nil {
@@ -109,5 +122,22 @@ func templatePipeline(target *clusters.Clients) (manifests.Pipeline, func(), err
 		cleanup()
 		return manifests.Pipeline{}, nil, err
 	}
-	return manifests.Pipeline{Helm: releases}, cleanup, nil
+	return manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch}, cleanup, nil
+}
+
+// withClusterConfigMap lays the labels of the cluster ConfigMap in the
+// agent's namespace over cluster's, as the agent does; a ConfigMap that
+// is not there (or cannot be read) adds nothing.
+func withClusterConfigMap(ctx context.Context, target *clusters.Clients, namespace string, cluster manifests.Cluster) manifests.Cluster {
+	cm, err := target.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, drift.ClusterConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return cluster
+	}
+	labels := maps.Clone(cluster.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, cm.Labels)
+	cluster.Labels = labels
+	return cluster
 }

@@ -16,16 +16,22 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // and compares stdout, stderr and the exit code with testdata/*.golden
 // (go test -run RenderGolden -update rewrites them).
 func TestRenderGolden(t *testing.T) {
-	tests := []struct{ name, file string }{
-		{"web", "examples/web.yaml"},
-		{"audit", "examples/audit.yaml"},
-		{"helm-chart", "examples/helm-chart.yaml"},
-		{"broken", "testdata/broken-bundle.yaml"},
+	tests := []struct {
+		name, file string
+		flags      []string
+	}{
+		{"web", "examples/web.yaml", nil},
+		{"audit", "examples/audit.yaml", nil},
+		{"helm-chart", "examples/helm-chart.yaml", nil},
+		{"kustomize-dev", "examples/kustomize.yaml", nil},
+		{"kustomize-prod", "examples/kustomize.yaml", []string{"--cluster-label", "env=prod"}},
+		{"kustomize-lab", "examples/kustomize.yaml", []string{"--cluster-label", "env=lab"}},
+		{"broken", "testdata/broken-bundle.yaml", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run([]string{"render", "-f", tt.file}, &stdout, &stderr)
+			code := run(append([]string{"render", "-f", tt.file}, tt.flags...), &stdout, &stderr)
 			got := fmt.Sprintf("# exit code %d\n# stderr:\n%s# stdout:\n%s", code, stderr.String(), stdout.String())
 			golden := filepath.Join("testdata", "render-"+tt.name+".golden")
 			if *update {

@@ -45,6 +45,8 @@ type Desired struct {
 	Hash string
 	// Source is where the object was declared ("file.yaml#2").
 	Source string
+	// Keep: never pruned nor deleted with its Bundle (manifests.KeepAnnotation).
+	Keep bool
 }
 
 // NewDesired prepares obj for applying: its hash goes into HashAnnotation
@@ -74,7 +76,8 @@ func NewDesired(obj *unstructured.Unstructured, gvr schema.GroupVersionResource,
 	ref := manifests.RefOf(obj)
 	ref.Group, ref.Kind, ref.Namespace = intern(ref.Group), intern(ref.Kind), intern(ref.Namespace)
 	gvr = schema.GroupVersionResource{Group: intern(gvr.Group), Version: intern(gvr.Version), Resource: intern(gvr.Resource)}
-	return Desired{Ref: ref, GVR: gvr, APIVersion: intern(obj.GetAPIVersion()), JSON: body, Hash: hash, Source: source}, nil
+	return Desired{Ref: ref, GVR: gvr, APIVersion: intern(obj.GetAPIVersion()), JSON: body, Hash: hash, Source: source,
+		Keep: obj.GetAnnotations()[manifests.KeepAnnotation] == "true"}, nil
 }
 
 func intern(s string) string {

@@ -142,6 +142,8 @@ type Controller struct {
 
 	// reads are the watches of objects that renders read; their own lock.
 	reads reads
+	// clusterNow is the cluster Bundles are rendered for (cluster.go).
+	clusterNow manifests.Cluster
 }
 
 // NewWatches returns the informer manager for owned objects; the
@@ -183,8 +185,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
 	c.logger = logger
 	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
 	c.startReads(ctx)
 	defer func() {
+		cancel() // the cluster ConfigMap's informer too, even when connecting failed
 		c.stopReads()
 		c.queue.ShutDown()
 		c.fixes.ShutDown()
@@ -196,6 +200,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		c.watches.Wait()
 	}()
+	c.watchCluster(ctx, &wg)
 	clients, swapped := c.sources.Source()
 	src, err := c.connect(ctx, ctx, clients)
 	if err != nil {

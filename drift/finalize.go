@@ -47,12 +47,12 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 	switch {
 	case b != nil && !b.Spec.KeepResourcesOnDelete && b.Spec.Helm != nil:
 		// Helm uninstalls its release: hooks run, resource policies hold.
-		if err := c.pipeline.Uninstall(ctx, b, c.opts.Cluster); err != nil {
+		if err := c.pipeline.Uninstall(ctx, b, c.cluster()); err != nil {
 			c.warn(key, "UninstallFailed", "%v", err)
 			return err
 		}
 	case b != nil && !b.Spec.KeepResourcesOnDelete && s != nil:
-		if errs := c.pruneObjects(ctx, s, owned); len(errs) > 0 {
+		if errs := c.pruneObjects(ctx, s, withoutKept(owned)); len(errs) > 0 {
 			return errors.Join(errs...)
 		}
 		if errs := c.pruneStrays(ctx, s, newPlan(nil)); len(errs) > 0 {

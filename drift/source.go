@@ -176,6 +176,7 @@ func (c *Controller) bundleHandler(src *source) cache.ResourceEventHandler {
 				(hasFinalizer(o) && !hasFinalizer(n)) {
 				c.enqueueBundle(obj)
 			}
+			c.queueDependents(o, n) // a Bundle that became Ready (or stopped being) may unblock others
 		},
 		DeleteFunc: func(obj any) {
 			if active() {

@@ -80,6 +80,9 @@ type bundleState struct {
 	crashes map[types.NamespacedName]podCrashState
 	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
+	// waiting says what the Bundle waits for (spec.dependsOn); "" when
+	// nothing.
+	waiting string
 	// releasing is set while a render may write the objects (a Helm
 	// install or upgrade): their events show that write, not drift.
 	releasing bool

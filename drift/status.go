@@ -74,10 +74,11 @@ func (c *Controller) snapshot(key types.NamespacedName) (statusInput, bool) {
 		generation: s.generation, declared: s.declared, renderFailures: s.renderFailures,
 		paused: s.spec.Paused, detectOnly: s.spec.Drift.DetectOnly(), anyApplied: len(s.applied) > 0,
 		corrections: s.corrections, lastApplied: s.lastApplied, lastDrift: s.lastDrift,
-		bundleErrors: append([]string(nil), s.bundleErrors...),
-		problems:     make(map[manifests.ObjectRef]problem, len(s.problems)),
-		drifted:      make(map[manifests.ObjectRef]Finding, len(s.drifted)),
-		objects:      make([]objectStatus, 0, len(s.desired)),
+		bundleErrors:  append([]string(nil), s.bundleErrors...),
+		customization: s.spec.Customized.Name, waiting: s.waiting,
+		problems: make(map[manifests.ObjectRef]problem, len(s.problems)),
+		drifted:  make(map[manifests.ObjectRef]Finding, len(s.drifted)),
+		objects:  make([]objectStatus, 0, len(s.desired)),
 	}
 	for ref, p := range s.problems {
 		in.problems[ref] = p

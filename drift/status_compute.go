@@ -25,11 +25,14 @@ type statusInput struct {
 	corrections              int64
 	lastApplied, lastDrift   time.Time
 	bundleErrors             []string
-	problems                 map[manifests.ObjectRef]problem
-	drifted                  map[manifests.ObjectRef]Finding
-	fights                   []fightStatus
-	crashes                  []podCrashState
-	objects                  []objectStatus // every desired object
+	// customization is the target customization chosen; waiting, the
+	// dependencies a Bundle waits for.
+	customization, waiting string
+	problems               map[manifests.ObjectRef]problem
+	drifted                map[manifests.ObjectRef]Finding
+	fights                 []fightStatus
+	crashes                []podCrashState
+	objects                []objectStatus // every desired object
 }
 
 // fightStatus is a fight's key and its current back-off.
@@ -56,6 +59,7 @@ func computeStatus(in statusInput, prev manifests.BundleStatus, now time.Time) m
 		ObservedGeneration: in.generation,
 		Conditions:         append([]metav1.Condition(nil), prev.Conditions...),
 		DriftCorrections:   in.corrections,
+		Customization:      in.customization,
 		LastAppliedTime:    prev.LastAppliedTime,
 		LastDriftTime:      prev.LastDriftTime,
 	}
@@ -193,6 +197,8 @@ func syncedCondition(in statusInput, items []manifests.ResourceStatus, sum manif
 		}
 	}
 	switch {
+	case in.waiting != "":
+		set(manifests.ConditionSynced, false, "DependencyNotReady", in.waiting)
 	case len(errs) > 0:
 		reason := "ApplyFailed"
 		if sum.Conflicts > 0 && sum.Failed == 0 && len(in.bundleErrors) == 0 {

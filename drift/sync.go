@@ -41,6 +41,16 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	if isNew {
 		c.watchPreviousKinds(ctx, s, held)
 	}
+	waiting := c.waitingFor(key, b)
+	c.mu.Lock()
+	s.waiting = waiting
+	c.mu.Unlock()
+	if waiting != "" {
+		// Not applied until its dependencies are Ready: a dependency's
+		// readiness change syncs it again (queueDependents).
+		c.statuses.Add(key)
+		return nil
+	}
 	if b.Spec.Paused {
 		// Paused: nothing is applied, corrected or pruned; what was applied
 		// stays watched and its drift reported.
@@ -92,12 +102,12 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 // sync has recorded what the release applied (endRelease).
 func (c *Controller) render(ctx context.Context, s *bundleState, b *manifests.Bundle) (*manifests.Rendered, error) {
 	if b.Spec.Helm == nil {
-		return c.pipeline.Render(ctx, b, c.opts.Cluster)
+		return c.pipeline.Render(ctx, b, c.cluster())
 	}
 	c.mu.Lock()
 	s.releasing = true
 	c.mu.Unlock()
-	rendered, err := c.pipeline.Render(ctx, b, c.opts.Cluster)
+	rendered, err := c.pipeline.Render(ctx, b, c.cluster())
 	if err != nil || !rendered.Released {
 		c.endRelease(s)
 	}

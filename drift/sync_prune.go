@@ -27,7 +27,7 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, spec *manifests.
 	c.mu.Unlock()
 	var errs []error
 	if spec.PruneEnabled() {
-		errs = append(errs, c.pruneObjects(ctx, s, gone)...)
+		errs = append(errs, c.pruneObjects(ctx, s, withoutKept(gone))...)
 		errs = append(errs, c.pruneStrays(ctx, s, p)...)
 	}
 	c.mu.Lock()
@@ -106,7 +106,7 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 	for _, gvr := range c.watches.Running() {
 		for _, obj := range c.watches.List(gvr) {
 			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
-			if !s.set.Owns(obj.Labels()) || desiredKeys[k] || obj.Deleting {
+			if !s.set.Owns(obj.Labels()) || desiredKeys[k] || obj.Deleting || obj.Annotation(manifests.KeepAnnotation) == "true" {
 				continue
 			}
 			c.mu.Lock()
@@ -231,4 +231,16 @@ func (c *Controller) release(held map[schema.GroupVersionResource]bool) {
 			delete(c.holding, gvr)
 		}
 	}
+}
+
+// withoutKept leaves out the objects that are never deleted
+// (manifests.KeepAnnotation): they are only forgotten.
+func withoutKept(ds []apply.Desired) []apply.Desired {
+	var out []apply.Desired
+	for _, d := range ds {
+		if !d.Keep {
+			out = append(out, d)
+		}
+	}
+	return out
 }

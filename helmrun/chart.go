@@ -57,7 +57,9 @@ func (r *Releases) loadChart(ctx context.Context, spec *manifests.BundleSpec, cr
 		if h.Repo != "" {
 			return nil, fmt.Errorf("spec.helm: chart %q is an OCI reference; repo must be empty", h.Chart)
 		}
-		return r.loadOCI(ctx, h, creds)
+		return r.loadOCI(ctx, h, h.Chart, creds)
+	case strings.HasPrefix(h.Repo, "oci://"):
+		return r.loadOCI(ctx, h, strings.TrimSuffix(h.Repo, "/")+"/"+h.Chart, creds)
 	case h.Repo != "":
 		return r.loadFromRepo(ctx, h, creds)
 	default:
@@ -185,7 +187,7 @@ func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, cred
 
 // loadOCI resolves the version constraint against the registry's tags and
 // loads that chart, from the cache when its manifest digest is there.
-func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, creds *credentials) (*loaded, error) {
+func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef string, creds *credentials) (*loaded, error) {
 	client, err := httpClient(creds, h.Insecure)
 	if err != nil {
 		return nil, err
@@ -202,18 +204,18 @@ func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, creds *cr
 	if err != nil {
 		return nil, err
 	}
-	ref := strings.TrimPrefix(h.Chart, "oci://")
+	ref := strings.TrimPrefix(chartRef, "oci://")
 	if _, tagged := tagOf(ref); tagged && h.Version != "" {
-		return nil, fmt.Errorf("spec.helm: chart %q has a tag; version must then be empty", h.Chart)
+		return nil, fmt.Errorf("spec.helm: chart %q has a tag; version must then be empty", chartRef)
 	}
 	if _, tagged := tagOf(ref); !tagged {
 		tags, err := withContext(ctx, func() ([]string, error) { return rc.Tags(ref) })
 		if err != nil {
-			return nil, fmt.Errorf("registry %s: %w", h.Chart, err)
+			return nil, fmt.Errorf("registry %s: %w", chartRef, err)
 		}
 		tag, err := registry.GetTagMatchingVersionOrConstraint(tags, h.Version)
 		if err != nil {
-			return nil, fmt.Errorf("registry %s: %w", h.Chart, err)
+			return nil, fmt.Errorf("registry %s: %w", chartRef, err)
 		}
 		ref += ":" + tag
 	}

@@ -105,6 +105,8 @@ func TestBadInputsAreClearErrors(t *testing.T) {
 		"values not YAML":  {manifests.BundleSpec{Resources: append(chartResources(t, "web"), manifests.Resource{Name: "v.yaml", Content: "a: [b"}), Helm: &manifests.HelmSpec{Chart: "chart", ValuesFiles: []string{"v.yaml"}}}, "values file v.yaml is not YAML"},
 		"no values file":   {manifests.BundleSpec{Resources: chartResources(t, "web"), Helm: &manifests.HelmSpec{Chart: "chart", ValuesFiles: []string{"gone.yaml"}}}, "values file gone.yaml: no such resource"},
 		"bad release name": {manifests.BundleSpec{Resources: chartResources(t, "web"), Helm: &manifests.HelmSpec{Chart: "chart", ReleaseName: "Not_Valid"}}, `spec.helm.releaseName "Not_Valid"`},
+		"valuesFrom both": {manifests.BundleSpec{Resources: chartResources(t, "web"), Helm: &manifests.HelmSpec{Chart: "chart", ValuesFrom: []manifests.ValuesReference{{
+			ConfigMapKeyRef: &manifests.KeySelector{Name: "a"}, SecretKeyRef: &manifests.KeySelector{Name: "b"}}}}}, "valuesFrom[0]: set exactly one of configMapKeyRef and secretKeyRef"},
 		"unreachable repo": {manifests.BundleSpec{Helm: &manifests.HelmSpec{Chart: "web", Repo: "http://127.0.0.1:1"}}, "repository http://127.0.0.1:1"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -36,16 +36,20 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 		}
 		vals = loader.MergeMaps(vals, v)
 	}
-	for i, ref := range h.ValuesFrom {
+	for i, v := range h.ValuesFrom {
+		kind, ref, err := v.Selector()
+		if err != nil {
+			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %w", i, err)
+		}
 		if r.opts.Target == nil {
 			// Offline (driftwatch render): an optional reference is
 			// absent, as it may be in a cluster; another cannot be read.
 			if ref.Optional {
 				continue
 			}
-			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s is read from the target cluster: give --kubeconfig (driftwatch diff)", i, ref.Kind, ref.Name)
+			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s is read from the target cluster: give --kubeconfig (driftwatch diff)", i, kind, ref.Name)
 		}
-		read, data, err := r.valuesFrom(ctx, ref, in.Spec.ReleaseNamespace())
+		read, data, err := r.valuesFrom(ctx, kind, ref, in.Spec.ReleaseNamespace())
 		if err != nil {
 			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %w", i, err)
 		}
@@ -54,7 +58,7 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 		}
 		v, err := loader.LoadValues(bytes.NewReader(data))
 		if err != nil {
-			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s/%s key %s is not YAML: %w", i, ref.Kind, read.Namespace, ref.Name, keyOf(ref), err)
+			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s/%s key %s is not YAML: %w", i, kind, read.Namespace, ref.Name, keyOf(ref), err)
 		}
 		vals = loader.MergeMaps(vals, v)
 	}
@@ -73,18 +77,18 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 
 // valuesFrom reads one valuesFrom key; nil data means an optional object
 // or key that is absent.
-func (r *Releases) valuesFrom(ctx context.Context, ref manifests.ValuesReference, releaseNS string) (manifests.Reference, []byte, error) {
+func (r *Releases) valuesFrom(ctx context.Context, kind string, ref manifests.KeySelector, releaseNS string) (manifests.Reference, []byte, error) {
 	ns := ref.Namespace
 	if ns == "" {
 		ns = releaseNS
 	}
-	read := manifests.Reference{Kind: ref.Kind, Namespace: ns, Name: ref.Name}
+	read := manifests.Reference{Kind: kind, Namespace: ns, Name: ref.Name}
 	key := keyOf(ref)
 	var data []byte
 	var found bool
 	var err error
 	kube := r.opts.Target.Kube.CoreV1()
-	switch ref.Kind {
+	switch kind {
 	case "ConfigMap":
 		cm, e := kube.ConfigMaps(ns).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err = e; e == nil {
@@ -98,24 +102,24 @@ func (r *Releases) valuesFrom(ctx context.Context, ref manifests.ValuesReference
 			data, found = sec.Data[key]
 		}
 	default:
-		return read, nil, fmt.Errorf("kind %q: want ConfigMap or Secret", ref.Kind)
+		return read, nil, fmt.Errorf("kind %q: want ConfigMap or Secret", kind)
 	}
 	switch {
 	case apierrors.IsNotFound(err) && ref.Optional:
 		return read, nil, nil
 	case apierrors.IsNotFound(err):
-		return read, nil, fmt.Errorf("%s %s/%s not found", ref.Kind, ns, ref.Name)
+		return read, nil, fmt.Errorf("%s %s/%s not found", kind, ns, ref.Name)
 	case err != nil:
-		return read, nil, fmt.Errorf("%s %s/%s: %w", ref.Kind, ns, ref.Name, err)
+		return read, nil, fmt.Errorf("%s %s/%s: %w", kind, ns, ref.Name, err)
 	case !found && ref.Optional:
 		return read, nil, nil
 	case !found:
-		return read, nil, fmt.Errorf("%s %s/%s has no key %q", ref.Kind, ns, ref.Name, key)
+		return read, nil, fmt.Errorf("%s %s/%s has no key %q", kind, ns, ref.Name, key)
 	}
 	return read, data, nil
 }
 
-func keyOf(ref manifests.ValuesReference) string {
+func keyOf(ref manifests.KeySelector) string {
 	if ref.Key == "" {
 		return DefaultValuesKey
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -37,11 +38,14 @@ func (c Cluster) writeTo(h hash.Hash) {
 }
 
 // Effective returns the spec that applies on cluster: the Bundle's spec
-// with the target customisation that matches the cluster merged in. It is a
-// pure function of its inputs. The Bundle API has no target customisations
-// yet, so today the spec comes back as it is.
+// with the first target customization that matches the cluster merged in
+// (Customized says which, and what it adds). It is a pure function of its
+// inputs.
 func Effective(spec BundleSpec, cluster Cluster) (BundleSpec, error) {
-	return spec, nil
+	if spec.Helm != nil && spec.Kustomize != nil {
+		return spec, errors.New("spec: helm and kustomize cannot both be set")
+	}
+	return customize(spec, cluster)
 }
 
 // A Renderer turns the effective spec of one kind of source — raw
@@ -98,11 +102,15 @@ func (s *BundleSpec) Reads() []Reference {
 	}
 	var out []Reference
 	for _, v := range s.Helm.ValuesFrom {
-		ns := v.Namespace
+		kind, sel, err := v.Selector()
+		if err != nil {
+			continue // the render reports it
+		}
+		ns := sel.Namespace
 		if ns == "" {
 			ns = s.ReleaseNamespace()
 		}
-		out = append(out, Reference{Kind: v.Kind, Namespace: ns, Name: v.Name})
+		out = append(out, Reference{Kind: kind, Namespace: ns, Name: sel.Name})
 	}
 	return out
 }
@@ -160,12 +168,20 @@ func (r *Rendered) Take() []Object {
 type Pipeline struct {
 	// Manifests renders raw manifests; nil means RawManifests{}.
 	Manifests Renderer
-	// Helm renders Bundles with spec.helm; nil refuses them.
-	Helm Renderer
+	// Helm renders Bundles with spec.helm; Kustomize those with
+	// spec.kustomize (package manifests/kustomize); nil refuses them.
+	Helm, Kustomize Renderer
+	// Overlays applies target customizations' yaml overlays to a render
+	// (kustomize.Patch); nil refuses them.
+	Overlays func(out *Output, resources []Resource, files []string) error
 }
 
 // ErrNoHelm is a Helm Bundle rendered by a pipeline without Helm.
 var ErrNoHelm = errors.New("spec.helm: this command does not render Helm charts")
+
+// ErrNoKustomize is a Kustomize Bundle (or a yaml overlay) rendered by a
+// pipeline without Kustomize.
+var ErrNoKustomize = errors.New("spec.kustomize and yaml overlays are not rendered by this command")
 
 // Render renders b for cluster. A Bundle that cannot be rendered at all
 // (its customisation is invalid, its chart cannot be loaded) is an error;
@@ -177,10 +193,14 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
 	r := p.renderer(&spec)
-	if r == nil {
+	switch {
+	case r == nil && spec.Helm != nil:
 		return nil, ErrNoHelm
+	case r == nil:
+		return nil, ErrNoKustomize
 	}
-	out, err := r.Render(ctx, Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster})
+	in := Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster}
+	out, err := p.render(ctx, r, in)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
@@ -199,10 +219,64 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 	}, nil
 }
 
+// render runs r, then what the chosen customization adds: overlays, the
+// target namespace's labels. A customization that does not deploy renders
+// nothing (and uninstalls a Helm release).
+func (p Pipeline) render(ctx context.Context, r Renderer, in Input) (Output, error) {
+	c := in.Spec.Customized
+	if c.DoNotDeploy {
+		if u, ok := r.(Uninstaller); ok {
+			if err := u.Uninstall(ctx, in); err != nil {
+				return Output{}, err
+			}
+		}
+		return Output{Source: RawSource(nil)}, nil
+	}
+	all := in.Spec.Resources
+	if len(c.Overlays) > 0 {
+		// Overlay files are patches, not objects of the Bundle.
+		spec := *in.Spec
+		spec.Resources = withoutFiles(all, c.Overlays)
+		in.Spec = &spec
+	}
+	out, err := r.Render(ctx, in)
+	if err != nil {
+		return out, err
+	}
+	if len(c.Overlays) > 0 {
+		if p.Overlays == nil {
+			return out, ErrNoKustomize
+		}
+		if err := p.Overlays(&out, all, c.Overlays); err != nil {
+			return out, err
+		}
+	}
+	if len(c.NamespaceLabels)+len(c.NamespaceAnnotations) > 0 {
+		if err := addNamespaceMetadata(&out, in.Spec, c); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// withoutFiles returns resources without those named.
+func withoutFiles(resources []Resource, names []string) []Resource {
+	out := make([]Resource, 0, len(resources))
+	for _, r := range resources {
+		if !slices.Contains(names, r.Name) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // renderer is the Renderer of spec's kind of source.
 func (p Pipeline) renderer(spec *BundleSpec) Renderer {
 	if spec.Helm != nil {
 		return p.Helm
+	}
+	if spec.Kustomize != nil {
+		return p.Kustomize
 	}
 	if p.Manifests == nil {
 		return RawManifests{}
@@ -215,7 +289,7 @@ func (p Pipeline) renderer(spec *BundleSpec) Renderer {
 func (p Pipeline) Uninstall(ctx context.Context, b *Bundle, cluster Cluster) error {
 	spec, err := Effective(b.Spec, cluster)
 	if err != nil {
-		return err
+		spec = b.Spec // an invalid customization must not keep a deleted Bundle's release installed
 	}
 	u, ok := p.renderer(&spec).(Uninstaller)
 	if !ok {
@@ -231,6 +305,10 @@ func hashSpec(h hash.Hash, spec *BundleSpec) error {
 	rest.Resources = nil
 	b, err := json.Marshal(rest)
 	if err != nil {
+		return err
+	}
+	h.Write(b)
+	if b, err = json.Marshal(spec.Customized); err != nil {
 		return err
 	}
 	h.Write(b)

@@ -1,6 +1,8 @@
 package manifests
 
 import (
+	"errors"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -46,6 +48,30 @@ type BundleSpec struct {
 	// Helm makes the Bundle a Helm chart, installed as a real Helm
 	// release; its resources are then the chart's files and values files.
 	Helm *HelmSpec `json:"helm,omitempty"`
+	// Kustomize makes the resources a kustomization tree, built at Dir.
+	Kustomize *KustomizeSpec `json:"kustomize,omitempty"`
+	// TargetCustomizations change the Bundle per cluster; the first that
+	// matches the cluster's name and labels wins.
+	TargetCustomizations []TargetCustomization `json:"targetCustomizations,omitempty"`
+	// DependsOn are Bundles of the same namespace that must be Ready
+	// before this one is applied.
+	DependsOn []Dependency `json:"dependsOn,omitempty"`
+
+	// Customized is set by Effective: what the chosen customization adds.
+	Customized Customized `json:"-"`
+}
+
+// KustomizeSpec renders the Bundle's resources as a kustomization tree.
+type KustomizeSpec struct {
+	// Dir is the directory, among the resources' paths, whose
+	// kustomization is built ("" or "." for the root).
+	Dir string `json:"dir,omitempty"`
+}
+
+// Dependency names Bundles, by name or by a label selector.
+type Dependency struct {
+	Name     string                `json:"name,omitempty"`
+	Selector *metav1.LabelSelector `json:"selector,omitempty"`
 }
 
 // HelmSpec is a Helm chart to install as a release.
@@ -91,10 +117,15 @@ type HelmSpec struct {
 	Insecure bool `json:"insecure,omitempty"`
 }
 
-// ValuesReference is one key of a ConfigMap or Secret holding values.
+// ValuesReference is one key of a ConfigMap or of a Secret holding values:
+// exactly one of the two is set (as in Fleet's fleet.yaml).
 type ValuesReference struct {
-	// Kind is ConfigMap or Secret.
-	Kind string `json:"kind"`
+	ConfigMapKeyRef *KeySelector `json:"configMapKeyRef,omitempty"`
+	SecretKeyRef    *KeySelector `json:"secretKeyRef,omitempty"`
+}
+
+// KeySelector names one key of a ConfigMap or Secret.
+type KeySelector struct {
 	Name string `json:"name"`
 	// Namespace defaults to the release's namespace.
 	Namespace string `json:"namespace,omitempty"`
@@ -102,6 +133,18 @@ type ValuesReference struct {
 	Key string `json:"key,omitempty"`
 	// Optional: a missing object or key is no error.
 	Optional bool `json:"optional,omitempty"`
+}
+
+// Selector returns the kind (ConfigMap or Secret) and the key selector of
+// v, or an error unless exactly one of them is set.
+func (v ValuesReference) Selector() (string, KeySelector, error) {
+	switch {
+	case v.ConfigMapKeyRef != nil && v.SecretKeyRef == nil:
+		return "ConfigMap", *v.ConfigMapKeyRef, nil
+	case v.SecretKeyRef != nil && v.ConfigMapKeyRef == nil:
+		return "Secret", *v.SecretKeyRef, nil
+	}
+	return "", KeySelector{}, errors.New("set exactly one of configMapKeyRef and secretKeyRef")
 }
 
 // DefaultMaxHistory is a release's revisions kept when MaxHistory is unset.
@@ -197,6 +240,8 @@ type BundleStatus struct {
 	LastAppliedTime  *metav1.Time     `json:"lastAppliedTime,omitempty"`
 	LastDriftTime    *metav1.Time     `json:"lastDriftTime,omitempty"`
 	DriftCorrections int64            `json:"driftCorrections,omitempty"`
+	// Customization is the target customization applied on this cluster.
+	Customization string `json:"customization,omitempty"`
 }
 
 // MaxStatusResources caps BundleStatus.Resources.

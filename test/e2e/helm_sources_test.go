@@ -101,7 +101,7 @@ func TestHelmChartsFromRepositoryAndRegistry(t *testing.T) {
 	createBundle(t, ns, "fromrepo", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
 		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL, Version: "^1.0", CredentialsSecret: "repo-auth"}}))
 	createBundle(t, ns, "fromoci", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
-		Helm: &manifests.HelmSpec{Chart: "oci://" + host + "/charts/web", Version: ">=1.1 <3", Insecure: true}}))
+		Helm: &manifests.HelmSpec{Repo: "oci://" + host + "/charts", Chart: "web", Version: ">=1.1 <3", Insecure: true}}))
 	createBundle(t, ns, "nover", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
 		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL, Version: "^9", CredentialsSecret: "repo-auth"}}))
 	createBundle(t, ns, "noauth", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,

@@ -156,7 +156,7 @@ func TestHelmReleaseLifecycleAndDrift(t *testing.T) {
 	}
 	spec := manifests.BundleSpec{DefaultNamespace: ns, Resources: chartFiles(t, "web"),
 		Helm: &manifests.HelmSpec{Chart: "web", Values: map[string]any{"greeting": "hi"},
-			ValuesFrom: []manifests.ValuesReference{{Kind: "ConfigMap", Name: "web-values"}}}}
+			ValuesFrom: []manifests.ValuesReference{{ConfigMapKeyRef: &manifests.KeySelector{Name: "web-values"}}}}}
 	createBundle(t, ns, "web", specYAML(t, spec))
 	waitBundle(t, ns, "web", "Ready", ready)
 	revs := waitRevisions(t, ns, "web", 1)

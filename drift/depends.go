@@ -1,0 +1,157 @@
+package drift
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// waitingFor says what a Bundle waits for before it is applied: its
+// dependencies (spec.dependsOn, Bundles of its namespace) that are not
+// Ready at their current generation, or a dependency cycle through it.
+// "" means nothing. Everything is read from the Bundle cache.
+func (c *Controller) waitingFor(key types.NamespacedName, b *manifests.Bundle) string {
+	if len(b.Spec.DependsOn) == 0 {
+		return ""
+	}
+	bundles := c.cachedBundles(key.Namespace)
+	deps, err := dependencies(b.Spec.DependsOn, bundles)
+	if err != nil {
+		return fmt.Sprintf("spec.dependsOn: %v", err)
+	}
+	if cycle := findCycle(key.Name, bundles); cycle != nil {
+		return "dependency cycle: " + strings.Join(cycle, " → ") + "; none of them is applied until it is broken"
+	}
+	var waiting []string
+	for _, d := range deps {
+		if d == key.Name {
+			continue
+		}
+		u, ok := bundles[d]
+		if !ok {
+			waiting = append(waiting, d+" (not found)")
+			continue
+		}
+		if !bundleReady(u) {
+			waiting = append(waiting, d)
+		}
+	}
+	if len(waiting) == 0 {
+		return ""
+	}
+	return "waiting for bundles to be Ready: " + strings.Join(waiting, ", ")
+}
+
+// cachedBundles returns the cached Bundles of a namespace by name.
+func (c *Controller) cachedBundles(namespace string) map[string]*unstructured.Unstructured {
+	out := map[string]*unstructured.Unstructured{}
+	for _, obj := range c.src.Load().bundles.GetStore().List() {
+		if u, ok := obj.(*unstructured.Unstructured); ok && u.GetNamespace() == namespace {
+			out[u.GetName()] = u
+		}
+	}
+	return out
+}
+
+// dependencies resolves dependsOn to Bundle names, sorted: a name is kept
+// even if no such Bundle exists (it is waited for); a selector matches the
+// Bundles' labels.
+func dependencies(deps []manifests.Dependency, bundles map[string]*unstructured.Unstructured) ([]string, error) {
+	set := map[string]bool{}
+	for i, d := range deps {
+		if d.Name != "" {
+			set[d.Name] = true
+		}
+		if d.Selector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("[%d].selector: %w", i, err)
+		}
+		for name, u := range bundles {
+			if sel.Matches(labels.Set(u.GetLabels())) {
+				set[name] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// findCycle returns a cycle of dependencies through start, if any.
+func findCycle(start string, bundles map[string]*unstructured.Unstructured) []string {
+	edges := func(name string) []string {
+		u, ok := bundles[name]
+		if !ok {
+			return nil
+		}
+		var spec struct {
+			DependsOn []manifests.Dependency `json:"dependsOn"`
+		}
+		if m, ok := u.Object["spec"].(map[string]any); ok {
+			_ = runtime.DefaultUnstructuredConverter.FromUnstructured(m, &spec) // a bad spec has no edges
+		}
+		deps, _ := dependencies(spec.DependsOn, bundles)
+		return deps
+	}
+	path := []string{start}
+	onPath := map[string]bool{start: true}
+	done := map[string]bool{}
+	var visit func(string) []string
+	visit = func(n string) []string {
+		for _, d := range edges(n) {
+			if d == start {
+				return append(append([]string(nil), path...), start)
+			}
+			if onPath[d] || done[d] {
+				continue
+			}
+			path, onPath[d] = append(path, d), true
+			if c := visit(d); c != nil {
+				return c
+			}
+			path, onPath[d] = path[:len(path)-1], false
+			done[d] = true
+		}
+		return nil
+	}
+	return visit(start)
+}
+
+// bundleReady reports a Bundle whose status says Ready at its generation.
+func bundleReady(u *unstructured.Unstructured) bool {
+	var st manifests.BundleStatus
+	if m, ok := u.Object["status"].(map[string]any); ok {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m, &st); err != nil {
+			return false
+		}
+	}
+	return st.ObservedGeneration == u.GetGeneration() && meta.IsStatusConditionTrue(st.Conditions, manifests.ConditionReady)
+}
+
+// queueDependents syncs the Bundles of u's namespace that depend on
+// something when u's readiness changed.
+func (c *Controller) queueDependents(old, u *unstructured.Unstructured) {
+	if bundleReady(old) == bundleReady(u) {
+		return
+	}
+	for name, b := range c.cachedBundles(u.GetNamespace()) {
+		if deps, found, _ := unstructured.NestedSlice(b.Object, "spec", "dependsOn"); found && len(deps) > 0 {
+			c.queue.Add(types.NamespacedName{Namespace: u.GetNamespace(), Name: name})
+		}
+	}
+}

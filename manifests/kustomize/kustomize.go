@@ -1,0 +1,251 @@
+// Package kustomize renders Bundles whose resources are a kustomization
+// tree (spec.kustomize) with krusty, on an in-memory file system, and
+// applies target customizations' yaml overlays. It is apart from
+// manifests so that what links manifests alone (the benchmark, its stock
+// caches) does not link kustomize.
+package kustomize
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strings"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	ktypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// Renderer renders spec.kustomize: krusty builds Dir on an in-memory
+// file tree made of the Bundle's resources (their names are paths). The
+// agent never fetches anything: before krusty runs, every kustomization
+// reachable from Dir is read and each path it names — resources, bases,
+// components, patches, generators' files, crds, configurations, openapi,
+// generators, transformers, validators, replacements — must be a file or
+// directory of the tree; URLs, absolute paths and paths outside the tree
+// are refused with the reference named, and helmCharts point to spec.helm.
+type Renderer struct{}
+
+var _ manifests.Renderer = Renderer{}
+
+// Render implements manifests.Renderer.
+func (Renderer) Render(_ context.Context, in manifests.Input) (manifests.Output, error) {
+	fs, err := treeOf(in.Spec.Resources)
+	if err != nil {
+		return manifests.Output{}, err
+	}
+	dir := cleanPath(in.Spec.Kustomize.Dir)
+	c := &checker{fs: fs, seen: map[string]bool{}, patches: map[string]string{}}
+	if err := c.check(dir); err != nil {
+		return manifests.Output{}, fmt.Errorf("kustomize: %w", err)
+	}
+	opts := krusty.MakeDefaultOptions()
+	opts.LoadRestrictions = ktypes.LoadRestrictionsRootOnly
+	opts.PluginConfig = ktypes.DisabledPluginConfig()
+	m, err := krusty.MakeKustomizer(opts).Run(fs, dir)
+	if err != nil {
+		return manifests.Output{}, fmt.Errorf("kustomize %s: %s%w", displayPath(dir), c.patchFileOf(err), err)
+	}
+	out, err := m.AsYaml()
+	if err != nil {
+		return manifests.Output{}, fmt.Errorf("kustomize %s: %w", displayPath(dir), err)
+	}
+	res := []manifests.Resource{{Name: "kustomize:" + displayPath(dir), Content: string(out)}}
+	objs, errs := manifests.Decode(res)
+	return manifests.Output{Objects: objs, Errors: errs, Source: manifests.RawSource(res)}, nil
+}
+
+// treeOf writes the resources into an in-memory file system, at /name.
+func treeOf(resources []manifests.Resource) (filesys.FileSystem, error) {
+	fs := filesys.MakeFsInMemory()
+	for _, r := range resources {
+		data, err := manifests.ResourceBytes(r)
+		if err != nil {
+			return nil, fmt.Errorf("resource %s: %w", r.Name, err)
+		}
+		p := cleanPath(r.Name)
+		if p == "/" || strings.Contains(r.Name, "..") {
+			return nil, fmt.Errorf("resource %q: a kustomization tree's files need relative paths inside it", r.Name)
+		}
+		if err := fs.MkdirAll(path.Dir(p)); err != nil {
+			return nil, err
+		}
+		if err := fs.WriteFile(p, data); err != nil {
+			return nil, err
+		}
+	}
+	return fs, nil
+}
+
+func cleanPath(p string) string   { return path.Clean("/" + p) }
+func displayPath(p string) string { return strings.TrimPrefix(p, "/") + "/" }
+
+// kustomizationFiles are the names krusty reads a kustomization from.
+var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+// checker checks the kustomizations of a tree, and remembers which file
+// holds the patch of which object, to name it when krusty's error does not.
+type checker struct {
+	fs   filesys.FileSystem
+	seen map[string]bool
+	// patches maps "Kind/name" to the patch file that targets it.
+	patches map[string]string
+}
+
+// patchFileOf names the patch file an error of krusty is about ("patch
+// app/fix.yaml: "), or "" when it cannot tell. krusty names the patch's
+// target as a resource ID (ConfigMap.v1.[noGrp]/name.[noNs]), not its file.
+func (c *checker) patchFileOf(err error) string {
+	msg := err.Error()
+	for key, file := range c.patches {
+		kind, name, _ := strings.Cut(key, "/")
+		if strings.Contains(msg, kind+".") && strings.Contains(msg, "/"+name+".") && !strings.Contains(msg, file) {
+			return "patch " + file + ": "
+		}
+	}
+	return ""
+}
+
+// check checks the kustomization in dir and, recursively, those it
+// refers to.
+func (c *checker) check(dir string) error {
+	fs := c.fs
+	if c.seen[dir] {
+		return nil
+	}
+	c.seen[dir] = true
+	var file string
+	for _, name := range kustomizationFiles {
+		if fs.Exists(path.Join(dir, name)) {
+			file = path.Join(dir, name)
+			break
+		}
+	}
+	if file == "" {
+		return fmt.Errorf("%s has no kustomization.yaml", displayPath(dir))
+	}
+	data, err := fs.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	var k ktypes.Kustomization
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		return fmt.Errorf("%s: %w", strings.TrimPrefix(file, "/"), err)
+	}
+	where := strings.TrimPrefix(file, "/")
+	if len(k.HelmCharts) > 0 || k.HelmGlobals != nil || len(k.HelmChartInflationGenerator) > 0 {
+		return fmt.Errorf("%s: helmCharts are not inflated by kustomize here: give the chart as spec.helm", where)
+	}
+	var refs []string
+	refs = append(refs, k.Resources...)
+	refs = append(refs, k.Bases...)
+	refs = append(refs, k.Components...)
+	refs = append(refs, k.Crds...)
+	refs = append(refs, k.Configurations...)
+	refs = append(refs, k.Generators...)
+	refs = append(refs, k.Transformers...)
+	refs = append(refs, k.Validators...)
+	if p := k.OpenAPI["path"]; p != "" {
+		refs = append(refs, p)
+	}
+	var patchFiles []string
+	for _, p := range append(k.Patches, k.PatchesJson6902...) {
+		if p.Path != "" {
+			patchFiles = append(patchFiles, p.Path)
+		}
+	}
+	for _, p := range k.PatchesStrategicMerge {
+		if s := string(p); !strings.Contains(s, "\n") && !strings.Contains(s, ":") || isRemote(s) {
+			patchFiles = append(patchFiles, s) // a path, not an inline patch
+		}
+	}
+	refs = append(refs, patchFiles...)
+	for _, r := range k.Replacements {
+		if r.Path != "" {
+			refs = append(refs, r.Path)
+		}
+	}
+	for _, g := range k.ConfigMapGenerator {
+		refs = append(refs, generatorFiles(g.KvPairSources)...)
+	}
+	for _, g := range k.SecretGenerator {
+		refs = append(refs, generatorFiles(g.KvPairSources)...)
+	}
+	for _, ref := range refs {
+		if strings.Contains(ref, "\n") {
+			continue // an inline generator or transformer configuration
+		}
+		if isRemote(ref) {
+			return fmt.Errorf("%s: %q is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
+		}
+		if path.IsAbs(ref) {
+			return fmt.Errorf("%s: %q is an absolute path: name a path inside the bundle's tree", where, ref)
+		}
+		target := path.Join(dir, ref) // rooted: ".." cannot leave the tree
+		switch {
+		case fs.IsDir(target):
+			if err := c.check(target); err != nil {
+				return err
+			}
+		case fs.Exists(target):
+		default:
+			return fmt.Errorf("%s: %q is not a file or directory of the bundle (resources %s*)", where, ref, displayPath(dir))
+		}
+	}
+	for _, p := range patchFiles {
+		c.notePatch(path.Join(dir, p))
+	}
+	return nil
+}
+
+// notePatch remembers the object a patch file names (its first document).
+func (c *checker) notePatch(file string) {
+	data, err := c.fs.ReadFile(file)
+	if err != nil {
+		return
+	}
+	var doc struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+	}
+	first, _, _ := strings.Cut(string(data), "\n---")
+	if yaml.Unmarshal([]byte(first), &doc) == nil && doc.Kind != "" && doc.Metadata.Name != "" {
+		c.patches[doc.Kind+"/"+doc.Metadata.Name] = strings.TrimPrefix(file, "/")
+	}
+}
+
+// generatorFiles are the files a generator reads: "key=path" or "path".
+func generatorFiles(s ktypes.KvPairSources) []string {
+	var out []string
+	for _, f := range s.FileSources {
+		if _, p, ok := strings.Cut(f, "="); ok {
+			f = p
+		}
+		out = append(out, f)
+	}
+	out = append(out, s.EnvSources...)
+	if s.EnvSource != "" {
+		out = append(out, s.EnvSource)
+	}
+	return out
+}
+
+// isRemote reports references that kustomize would fetch: URLs, and the
+// host/org/repo forms it clones with git.
+func isRemote(ref string) bool {
+	r := strings.ToLower(ref)
+	if strings.Contains(r, "://") || strings.HasPrefix(r, "git@") || strings.HasPrefix(r, "git::") || strings.Contains(r, "?ref=") {
+		return true
+	}
+	for _, host := range []string{"github.com/", "gitlab.com/", "bitbucket.org/", "dev.azure.com/"} {
+		if strings.HasPrefix(r, host) {
+			return true
+		}
+	}
+	return false
+}
