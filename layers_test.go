@@ -19,13 +19,13 @@ var layers = map[string][]string{
 	// kustomize renders spec.kustomize and yaml overlays, apart from
 	// manifests so that the benchmark's stock caches do not link krusty.
 	"manifests/kustomize": {"manifests"},
-	"metrics":   {},
-	"clusters":  {},
-	"ownership": {"manifests"},
-	"apply":     {"ownership", "manifests"},
-	"watch":     {"ownership", "manifests"},
-	"helmrun":   {"ownership", "manifests", "clusters"},
-	"drift":     {"apply", "watch", "helmrun", "metrics", "ownership", "manifests", "clusters"},
+	"metrics":             {},
+	"clusters":            {},
+	"ownership":           {"manifests"},
+	"apply":               {"ownership", "manifests"},
+	"watch":               {"ownership", "manifests"},
+	"helmrun":             {"ownership", "manifests", "clusters"},
+	"drift":               {"apply", "watch", "helmrun", "metrics", "ownership", "manifests", "clusters"},
 }
 
 // TestPackagesFollowTheLayers checks the layering with `go list -deps`;
