@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func bundleOf(resources ...Resource) *Bundle {
@@ -77,5 +78,32 @@ func TestRenderHashCoversEveryInput(t *testing.T) {
 			t.Errorf("changing %s leaves the hash of %s", name, prev)
 		}
 		seen[h] = name
+	}
+}
+
+func TestHelmCustomizationMergesValuesAndOverridesTheVersion(t *testing.T) {
+	spec := BundleSpec{Helm: &HelmSpec{Chart: "web", Repo: "https://charts.example", Version: "^1",
+		Values: map[string]any{"image": map[string]any{"repo": "web", "tag": "1"}, "replicas": 1}},
+		TargetCustomizations: []TargetCustomization{
+			{Name: "eu", ClusterSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"region": "eu"}},
+				Helm: &HelmSpec{Version: "^2", Values: map[string]any{"image": map[string]any{"tag": "2"}}}},
+			{Name: "rest"}}}
+	eu, err := Effective(spec, Cluster{Labels: map[string]string{"region": "eu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eu.Customized.Name != "eu" || eu.Helm.Version != "^2" || eu.Helm.Chart != "web" || eu.Helm.Repo != "https://charts.example" {
+		t.Errorf("eu: %+v", eu.Helm)
+	}
+	img := eu.Helm.Values["image"].(map[string]any)
+	if img["repo"] != "web" || img["tag"] != "2" || eu.Helm.Values["replicas"] != float64(1) {
+		t.Errorf("values not deep-merged: %v", eu.Helm.Values)
+	}
+	if spec.Helm.Values["image"].(map[string]any)["tag"] != "1" {
+		t.Error("the Bundle's own values were changed")
+	}
+	us, err := Effective(spec, Cluster{Labels: map[string]string{"region": "us"}})
+	if err != nil || us.Customized.Name != "rest" || us.Helm.Version != "^1" {
+		t.Errorf("us: %v %+v %q", err, us.Helm, us.Customized.Name)
 	}
 }

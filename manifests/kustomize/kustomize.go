@@ -141,6 +141,7 @@ func (c *checker) check(dir string) error {
 	}
 	var refs []string
 	refs = append(refs, k.Resources...)
+	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
 	refs = append(refs, k.Bases...)
 	refs = append(refs, k.Components...)
 	refs = append(refs, k.Crds...)
@@ -152,11 +153,13 @@ func (c *checker) check(dir string) error {
 		refs = append(refs, p)
 	}
 	var patchFiles []string
+	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
 	for _, p := range append(k.Patches, k.PatchesJson6902...) {
 		if p.Path != "" {
 			patchFiles = append(patchFiles, p.Path)
 		}
 	}
+	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
 	for _, p := range k.PatchesStrategicMerge {
 		if s := string(p); !strings.Contains(s, "\n") && !strings.Contains(s, ":") || isRemote(s) {
 			patchFiles = append(patchFiles, s) // a path, not an inline patch

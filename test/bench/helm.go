@@ -218,6 +218,12 @@ func roundAll(ds []time.Duration) []time.Duration {
 // the time until it reports Synced with every object applied.
 func agentInstall(ctx context.Context, e *env, name, ns string, res []manifests.Resource, n int) (time.Duration, error) {
 	spec := manifests.BundleSpec{DefaultNamespace: ns, Resources: res, Helm: &manifests.HelmSpec{Chart: "bench", ReleaseName: "bench"}}
+	return agentInstallSpec(ctx, e, name, spec, n)
+}
+
+// agentInstallSpec creates a Bundle of spec and returns the time until it
+// reports Synced with its n objects applied.
+func agentInstallSpec(ctx context.Context, e *env, name string, spec manifests.BundleSpec, n int) (time.Duration, error) {
 	body, err := yaml.Marshal(spec)
 	if err != nil {
 		return 0, err

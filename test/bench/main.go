@@ -90,10 +90,10 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "write the agent's CPU profiles of the initial sync and of the burst to PREFIX-sync.pprof and PREFIX-burst.pprof")
 	flag.StringVar(&o.agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
-	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) or helm (a chart's install against helm install, a correction's requests, edit → reverted)")
+	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) helm (a chart's install against helm install, a correction's requests, edit → reverted) or kustomize (a cluster label's writes, edit → reverted)")
 	flag.IntVar(&o.fleetAgents, "fleet-agents", 20, "agents of -scenario fleet")
 	flag.DurationVar(&o.awayEditInterval, "away-edit-interval", time.Second, "one edit every interval in -scenario away")
-	flag.IntVar(&o.helmObjects, "helm-objects", 100, "ConfigMaps of the chart of -scenario helm")
+	flag.IntVar(&o.helmObjects, "helm-objects", 100, "ConfigMaps of the chart of -scenario helm, and of the Kustomize base of -scenario kustomize")
 	flag.IntVar(&o.helmRounds, "helm-rounds", 3, "installs by the agent and by helm in -scenario helm, each")
 	flag.BoolVar(&o.keep, "keep", false, "keep the control plane's directory and the work files (kept anyway when a run fails)")
 	flag.Parse()
@@ -105,10 +105,10 @@ func main() {
 
 func run(ctx context.Context, o options) int {
 	if o.scenario != "" {
-		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm}
+		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm, "kustomize": runKustomize}
 		f, ok := scenarios[o.scenario]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, away or helm\n", o.scenario)
+			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, away, helm or kustomize\n", o.scenario)
 			return 2
 		}
 		if err := f(ctx, o); err != nil {
