@@ -1,6 +1,7 @@
 package manifests
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -105,5 +106,26 @@ func TestHelmCustomizationMergesValuesAndOverridesTheVersion(t *testing.T) {
 	us, err := Effective(spec, Cluster{Labels: map[string]string{"region": "us"}})
 	if err != nil || us.Customized.Name != "rest" || us.Helm.Version != "^1" {
 		t.Errorf("us: %v %+v %q", err, us.Helm, us.Customized.Name)
+	}
+}
+
+// uninstaller records Uninstall calls; it renders one ConfigMap.
+type uninstaller struct{ uninstalled int }
+
+func (u *uninstaller) Render(context.Context, Input) (Output, error) {
+	return RawManifests{}.Render(context.Background(), Input{Spec: &BundleSpec{Resources: []Resource{{Name: "a.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}}}})
+}
+func (u *uninstaller) Uninstall(context.Context, Input) error { u.uninstalled++; return nil }
+
+func TestDoNotDeployRendersNothingAndUninstalls(t *testing.T) {
+	u := &uninstaller{}
+	b := &Bundle{Spec: BundleSpec{Helm: &HelmSpec{Chart: "c"}, TargetCustomizations: []TargetCustomization{{Name: "off", ClusterName: "lab", DoNotDeploy: true}}}}
+	r, err := Pipeline{Helm: u}.Render(context.Background(), b, Cluster{Name: "lab"})
+	if err != nil || len(r.Objects) != 0 || len(r.Errors) != 0 || u.uninstalled != 1 || r.Spec.Customized.Name != "off" {
+		t.Fatalf("lab: %v, %d objects, %v, uninstalled %d", err, len(r.Objects), r.Errors, u.uninstalled)
+	}
+	r, err = Pipeline{Helm: u}.Render(context.Background(), b, Cluster{Name: "prod"})
+	if err != nil || len(r.Objects) != 1 || u.uninstalled != 1 {
+		t.Fatalf("prod: %v, %d objects, uninstalled %d", err, len(r.Objects), u.uninstalled)
 	}
 }
