@@ -88,8 +88,8 @@ func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name str
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, namespace, name, nil)
-	if !ok || s.inFlight[ref] || s.applied[ref] == nil {
-		return
+	if !ok || s.inFlight[ref] || s.releasing || s.applied[ref] == nil {
+		return // releasing: Helm deletes what left the chart (recheckAll looks again)
 	}
 	c.driftFound(s, ref, Deleted(), now)
 }

@@ -114,6 +114,9 @@ func findCycle(start string, bundles map[string]*unstructured.Unstructured) []st
 	var visit func(string) []string
 	visit = func(n string) []string {
 		for _, d := range edges(n) {
+			if d == start && n == start {
+				continue // a selector that matches the Bundle itself (waitingFor skips it)
+			}
 			if d == start {
 				return append(append([]string(nil), path...), start)
 			}

@@ -42,6 +42,7 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 			owned = append(owned, d)
 		}
 		s.spec.Paused = true // no corrections while we clean up
+		s.releasing = true   // and no drift reported: the uninstall deletes
 	}
 	c.mu.Unlock()
 	switch {

@@ -58,12 +58,14 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		return nil
 	}
 
-	c.watchReads(key, b.Spec.Reads())
+	c.watchReads(key, c.effectiveReads(b))
 	defer c.endRelease(s) // on every way out; at the latest once recorded
 	rendered, err := c.render(ctx, s, b)
 	if err != nil {
 		c.renderFailed(s, err)
 		if b.Spec.Helm != nil {
+			c.endRelease(s)
+			c.recheckAll(s) // what changed while the release ran is drift from the last render
 			c.retryLater(s) // an install or upgrade that failed, or a chart or values not there yet
 		}
 		return nil // else nothing to retry until an input changes
@@ -84,12 +86,12 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	c.record(s, rendered, p, changes, pruneErrs)
 	if rendered.Released {
 		c.event(key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
-		// Events of the release's own writes were not looked at; an edit
-		// that landed meanwhile is found now.
+	}
+	if b.Spec.Helm != nil {
+		// Events that arrived while the render ran were not looked at;
+		// an edit or a deletion that landed meanwhile is found now.
 		c.endRelease(s)
-		for _, d := range p.desired {
-			p.recheck = append(p.recheck, d)
-		}
+		c.recheckAll(s)
 	}
 	c.recheck(p.recheck)
 	c.publishSync(ctx, s, p)
@@ -112,6 +114,34 @@ func (c *Controller) render(ctx context.Context, s *bundleState, b *manifests.Bu
 		c.endRelease(s)
 	}
 	return rendered, err
+}
+
+// recheckAll looks at every desired object of a Bundle once more: in the
+// cache, as an event would; absent, as a deletion.
+func (c *Controller) recheckAll(s *bundleState) {
+	c.mu.Lock()
+	ds := make([]apply.Desired, 0, len(s.desired))
+	for _, d := range s.desired {
+		ds = append(ds, d)
+	}
+	c.mu.Unlock()
+	for _, d := range ds {
+		if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
+			c.check(d.GVR, obj)
+		} else {
+			c.onGone(d.GVR, d.Ref.Namespace, d.Ref.Name)
+		}
+	}
+}
+
+// effectiveReads are the objects the Bundle's render reads on this
+// cluster (a customization may add valuesFrom or change the namespace).
+func (c *Controller) effectiveReads(b *manifests.Bundle) []manifests.Reference {
+	spec, err := manifests.Effective(b.Spec, c.cluster())
+	if err != nil {
+		spec = b.Spec // the render reports the error; watch what the Bundle names
+	}
+	return spec.Reads()
 }
 
 // endRelease lets the Bundle's objects be checked and corrected again.

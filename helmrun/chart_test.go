@@ -178,3 +178,19 @@ func TestSplitManifestGroupsByTemplate(t *testing.T) {
 }
 
 func bytesBuffer(s string) *bytes.Buffer { return bytes.NewBufferString(s) }
+
+func TestResourcePolicyKeepIsKeptByTheAgentToo(t *testing.T) {
+	s := &stamper{release: "r", namespace: "ns", prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) { return obj, nil }}
+	out, err := s.Run(bytesBuffer("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  annotations:\n    helm.sh/resource-policy: keep\n    " +
+		postrenderFileAnnot + ": web/templates/pvc.yaml\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), manifests.KeepAnnotation+": \"true\"") {
+		t.Errorf("a kept object is not kept by the agent:\n%s", out)
+	}
+	_, err = s.Run(bytesBuffer("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations:\n    " + postrenderFileAnnot + ": web/templates/cm.yaml\n"))
+	if err == nil || !strings.Contains(err.Error(), "web/templates/cm.yaml") {
+		t.Errorf("an invalid object's error does not name its template: %v", err)
+	}
+}

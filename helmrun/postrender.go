@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,6 +21,7 @@ const (
 	releaseNameAnnot     = "meta.helm.sh/release-name"
 	releaseNSAnnot       = "meta.helm.sh/release-namespace"
 	postrenderFileAnnot  = "postrenderer.helm.sh/postrender-filename"
+	resourcePolicyAnnot  = "helm.sh/resource-policy"
 	helmManagedByValue   = "Helm"
 	sourceCommentPrefix  = "# Source: "
 	manifestResourceName = "manifest"
@@ -37,10 +39,7 @@ type stamper struct {
 
 // Run implements postrenderer.PostRenderer.
 func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
-	objs, errs := manifests.Decode([]manifests.Resource{{Name: "chart", Content: in.String()}})
-	if len(errs) == 1 && errors.Is(errs[0], manifests.ErrEmptyBundle) {
-		return &bytes.Buffer{}, nil
-	}
+	objs, errs := decodeByTemplate(in.String())
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -52,6 +51,13 @@ func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
 		delete(ann, postrenderFileAnnot)
 		obj.SetAnnotations(ann)
 		setHelmMetadata(obj, s.release, s.namespace)
+		if obj.GetAnnotations()[resourcePolicyAnnot] == "keep" {
+			// Helm keeps it when it leaves the chart and on uninstall:
+			// so does the agent (prune, deletion).
+			a := obj.GetAnnotations()
+			a[manifests.KeepAnnotation] = "true"
+			obj.SetAnnotations(a)
+		}
 		if p, err := s.prepare(obj); err == nil {
 			obj = p
 		} // else left as it is: the sync's Prepare reports why
@@ -71,6 +77,35 @@ func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
 		out.Write(y)
 	}
 	return out, nil
+}
+
+// fileAnnotRE finds the template a post-renderer document came from.
+var fileAnnotRE = regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(postrenderFileAnnot) + `:\s*['"]?([^'"\n]+)`)
+
+// decodeByTemplate decodes the post-renderer's stream document by
+// document, each under the name of its template, so that an error names
+// the template ("web/templates/cm.yaml#1: ConfigMap: metadata.name is
+// required").
+func decodeByTemplate(stream string) ([]manifests.Object, []error) {
+	var objs []manifests.Object
+	var errs []error
+	seen := map[string]int{}
+	for _, doc := range strings.Split("\n"+stream, "\n---") {
+		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		name := "rendered"
+		if m := fileAnnotRE.FindStringSubmatch(doc); m != nil {
+			name = strings.TrimSpace(m[1])
+		}
+		seen[name]++
+		o, e := manifests.Decode([]manifests.Resource{{Name: fmt.Sprintf("%s (document %d)", name, seen[name]), Content: doc}})
+		if len(e) == 1 && errors.Is(e[0], manifests.ErrEmptyBundle) {
+			continue
+		}
+		objs, errs = append(objs, o...), append(errs, e...)
+	}
+	return objs, errs
 }
 
 // setHelmMetadata adds the label and annotations Helm puts on every

@@ -34,6 +34,12 @@ import (
 // It also marks the records that driftwatch wrote.
 const InputsLabel = "driftwatch.io/inputs"
 
+// OwnerLabel on a release record names the Bundle that owns the release
+// (ownership.BundleLabelValue form: namespace.name). Not driftwatch.io/bundle:
+// the agent's informers select on that label's presence, and release
+// records are not the Bundle's objects.
+const OwnerLabel = "driftwatch.io/owner-bundle"
+
 // Options configure Releases.
 type Options struct {
 	// Target is the cluster the releases live in.
@@ -106,6 +112,18 @@ type request struct {
 	timeout   time.Duration
 	maxHist   int
 	releaseID types.NamespacedName
+	owner     string // OwnerLabel's value for this Bundle
+}
+
+// ownerOf is OwnerLabel's value for a Bundle: namespace.name, shortened
+// with a hash when it does not fit a label value.
+func ownerOf(b types.NamespacedName) string {
+	v := b.Namespace + "." + b.Name
+	if len(v) <= 63 {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return v[:46] + "-" + hex.EncodeToString(sum[:8])
 }
 
 // Render implements manifests.Renderer: it loads the chart and values,
@@ -139,6 +157,9 @@ func (r *Releases) Render(ctx context.Context, in manifests.Input) (manifests.Ou
 	if err != nil {
 		return manifests.Output{}, err
 	}
+	if err := owned(last, req); err != nil {
+		return manifests.Output{}, err
+	}
 	if last != nil && r.current(last, req) {
 		r.remember(req, last.Manifest)
 		return r.output(req, last.Manifest, false)
@@ -153,6 +174,23 @@ func (r *Releases) Render(ctx context.Context, in manifests.Input) (manifests.Ou
 	out.Note = fmt.Sprintf("release %s/%s revision %d: %s (chart %s-%s)", req.ns, req.name, rel.Version,
 		rel.Info.Description, rel.Chart.Metadata.Name, rel.Chart.Metadata.Version)
 	return out, err
+}
+
+// owned refuses a release of another Bundle, and one that no Bundle made
+// (installed by hand, or by Helm 3) unless the Bundle takes ownership.
+func owned(last *release.Release, req *request) error {
+	if last == nil {
+		return nil
+	}
+	switch owner := last.Labels[OwnerLabel]; {
+	case owner == req.owner:
+		return nil
+	case owner != "":
+		return fmt.Errorf("release %s/%s belongs to bundle %s; give this Bundle another spec.helm.releaseName or namespace", req.ns, req.name, owner)
+	case !req.in.Spec.Helm.TakeOwnership && !req.in.Spec.Adopt:
+		return fmt.Errorf("release %s/%s exists and was not installed by driftwatch; set spec.helm.takeOwnership (or spec.adopt) to take it over", req.ns, req.name)
+	}
+	return nil
 }
 
 // lastRelease returns the release's newest record, nil if it has none.
@@ -179,6 +217,7 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 		return nil, fmt.Errorf("spec.helm.releaseName %q: %w", req.name, err)
 	}
 	req.releaseID = types.NamespacedName{Namespace: req.ns, Name: req.name}
+	req.owner = ownerOf(in.Bundle)
 	req.timeout = time.Duration(h.TimeoutSeconds) * time.Second
 	if h.TimeoutSeconds == 0 {
 		req.timeout = manifests.DefaultHelmTimeout * time.Second
@@ -301,7 +340,7 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 		wait = kube.StatusWatcherStrategy
 	}
 	waitOpts := []kube.WaitOption{kube.WithWaitContext(ctx)}
-	labels := map[string]string{InputsLabel: req.inputs}
+	labels := map[string]string{InputsLabel: req.inputs, OwnerLabel: req.owner}
 	force := req.in.Spec.Drift.ForceEnabled()
 	var rel any
 	var err error
@@ -371,11 +410,21 @@ func (r *Releases) Uninstall(ctx context.Context, in manifests.Input) error {
 	if timeout == 0 {
 		timeout = manifests.DefaultHelmTimeout * time.Second
 	}
-	u := action.NewUninstall(r.configuration(ns, 0))
+	cfg := r.configuration(ns, 0)
+	last, err := lastRelease(cfg, &request{name: name, ns: ns})
+	if err != nil {
+		return err
+	}
+	if last == nil || last.Labels[OwnerLabel] != ownerOf(in.Bundle) {
+		// Not there, or another Bundle's (or nobody's): not ours to remove.
+		r.forgetRelease(types.NamespacedName{Namespace: ns, Name: name})
+		return nil
+	}
+	u := action.NewUninstall(cfg)
 	u.WaitStrategy, u.WaitOptions, u.Timeout = kube.HookOnlyStrategy, []kube.WaitOption{kube.WithWaitContext(ctx)}, timeout
 	u.DeletionPropagation = string(metav1.DeletePropagationBackground)
 	u.IgnoreNotFound = true
-	_, err := u.Run(name)
+	_, err = u.Run(name)
 	r.forgetRelease(types.NamespacedName{Namespace: ns, Name: name})
 	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
 		return fmt.Errorf("uninstalling release %s/%s: %w", ns, name, err)

@@ -233,6 +233,11 @@ func addNamespaceMetadata(out *Output, spec *BundleSpec, c Customized) error {
 	declared := false
 	for _, o := range out.Objects {
 		if src.is(o.Object) {
+			if spec.Helm != nil {
+				// Helm applies the chart's Namespace as the same manager,
+				// without these labels: they would flap with every upgrade.
+				return fmt.Errorf("spec.targetCustomizations (%s): the chart declares namespace %s; set its labels and annotations through the chart's values", c.Name, ns)
+			}
 			src.merge(o.Object)
 			declared = true
 		}

@@ -229,6 +229,9 @@ func (p Pipeline) render(ctx context.Context, r Renderer, in Input) (Output, err
 			if err := u.Uninstall(ctx, in); err != nil {
 				return Output{}, err
 			}
+			// The uninstall deleted the objects: not drift.
+			return Output{Source: RawSource(nil), Released: true,
+				Note: "doNotDeploy (target customization " + c.Name + "): release uninstalled"}, nil
 		}
 		return Output{Source: RawSource(nil)}, nil
 	}

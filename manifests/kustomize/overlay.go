@@ -141,11 +141,15 @@ func overlayOf(doc map[string]any, source string) (*overlay, error) {
 	return &overlay{source: source, group: gvk.Group, kind: gvk.Kind, name: u.GetName(), namespace: u.GetNamespace(), strategic: body}, nil
 }
 
-// patchAll applies the overlays to every object they select, in order.
-func patchAll(overlays []*overlay, obj *unstructured.Unstructured) error {
+// patchAll applies the overlays to every object they select, in order;
+// mark records which matched (only the render does: corrections read
+// objects concurrently).
+func patchAll(overlays []*overlay, obj *unstructured.Unstructured, mark bool) error {
 	for _, o := range overlays {
 		if o.selects(obj) {
-			o.matched = true
+			if mark {
+				o.matched = true
+			}
 			if err := o.apply(obj); err != nil {
 				return err
 			}
@@ -165,7 +169,7 @@ func (s overlaySource) Object(loc manifests.Locator) (*unstructured.Unstructured
 	if err != nil {
 		return nil, err
 	}
-	if err := patchAll(s.overlays, obj); err != nil {
+	if err := patchAll(s.overlays, obj, false); err != nil {
 		return nil, err
 	}
 	return obj, nil
@@ -181,7 +185,7 @@ func Patch(out *manifests.Output, resources []manifests.Resource, files []string
 		return err
 	}
 	for _, o := range out.Objects {
-		if err := patchAll(overlays, o.Object); err != nil {
+		if err := patchAll(overlays, o.Object, true); err != nil {
 			return err
 		}
 	}

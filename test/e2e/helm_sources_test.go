@@ -158,7 +158,7 @@ func TestHelm3ReleaseIsReadAndUpgraded(t *testing.T) {
 		t.Fatalf("helm v4 reads the Helm 3 record as %v", revs)
 	}
 	createBundle(t, ns, "old", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns, Resources: chartFiles(t, "web"),
-		Helm: &manifests.HelmSpec{Chart: "web", Values: map[string]any{"greeting": "from driftwatch"}}}))
+		Helm: &manifests.HelmSpec{Chart: "web", TakeOwnership: true, Values: map[string]any{"greeting": "from driftwatch"}}}))
 	waitBundle(t, ns, "old", "Ready", ready)
 	revs := waitRevisions(t, ns, "old", 2)
 	if revs[0].Status != "superseded" {

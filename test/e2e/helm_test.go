@@ -249,6 +249,15 @@ func TestHelmMinimalForceCRDsAndHooks(t *testing.T) {
 	onlyAppliedBy(t, "mini-config", cm)
 	waitRevisions(t, ns, "mini", 2)
 
+	// Another Bundle naming the same release is refused, naming the owner.
+	createBundle(t, ns, "thief", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns, Resources: chartFiles(t, "web"),
+		Helm: &manifests.HelmSpec{Chart: "web", ReleaseName: "mini"}}))
+	waitBundle(t, ns, "thief", "refused: the release is another Bundle's", func(b *manifests.Bundle) bool {
+		c := condition(b, manifests.ConditionSynced)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "belongs to bundle "+ns+".mini")
+	})
+	waitRevisions(t, ns, "mini", 2)
+
 	waitBundle(t, ns, "hooked", "Ready", ready)
 	crdLabels := kubectl(t, "get", "crd", "widgets.charts.driftwatch.io", "-o", "jsonpath={.metadata.labels}")
 	t.Cleanup(func() {
