@@ -152,6 +152,7 @@ func unifiedDiff(name string, live, merged *unstructured.Unstructured) (string, 
 		b, err := yaml.Marshal(u.Object)
 		return string(b), err
 	}
+	live, merged = maskSecrets(live, merged)
 	a, err := text(live)
 	if err != nil {
 		return "", err
@@ -171,4 +172,54 @@ func unifiedDiff(name string, live, merged *unstructured.Unstructured) (string, 
 		A: difflib.SplitLines(a), B: difflib.SplitLines(b),
 		FromFile: from, ToFile: "bundle/" + name, Context: 3,
 	})
+}
+
+// maskSecrets returns copies of a Secret's two versions with every value
+// of data and stringData masked, as kubectl diff masks them: "***" where
+// both sides agree or one side has none, "*** (before)" and "*** (after)"
+// where the value changed. Other kinds come back as they are.
+func maskSecrets(from, to *unstructured.Unstructured) (*unstructured.Unstructured, *unstructured.Unstructured) {
+	isSecret := func(u *unstructured.Unstructured) bool {
+		return u != nil && u.GetKind() == "Secret" && u.GroupVersionKind().Group == ""
+	}
+	if !isSecret(from) && !isSecret(to) {
+		return from, to
+	}
+	if from != nil {
+		from = from.DeepCopy()
+	}
+	if to != nil {
+		to = to.DeepCopy()
+	}
+	for _, field := range []string{"data", "stringData"} {
+		var a, b map[string]any
+		if from != nil {
+			a, _, _ = unstructured.NestedMap(from.Object, field)
+		}
+		if to != nil {
+			b, _, _ = unstructured.NestedMap(to.Object, field)
+		}
+		for k, av := range a {
+			if bv, ok := b[k]; ok && fmt.Sprint(av) != fmt.Sprint(bv) {
+				a[k], b[k] = "*** (before)", "*** (after)"
+				continue
+			}
+			a[k] = "***"
+			if _, ok := b[k]; ok {
+				b[k] = "***"
+			}
+		}
+		for k := range b {
+			if _, ok := a[k]; !ok {
+				b[k] = "***"
+			}
+		}
+		if a != nil {
+			_ = unstructured.SetNestedMap(from.Object, a, field) // a map of strings always sets
+		}
+		if b != nil {
+			_ = unstructured.SetNestedMap(to.Object, b, field)
+		}
+	}
+	return from, to
 }
