@@ -31,9 +31,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the target cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	namespace := fs.String("namespace", "driftwatch-system", "the agent's namespace (where ApplySet parents live)")
 	fieldManager := fs.String("field-manager", "driftwatch", "server-side apply field manager")
-	clusterName := fs.String("cluster-name", "", "the target cluster's name, as the agent's --cluster-name")
-	var labels labelFlag
-	fs.Var(&labels, "cluster-label", "a label of the target cluster, key=value (repeatable), as the agent's; the driftwatch-cluster ConfigMap's labels are laid over them")
+	cluster := clusterFlags(fs, "diff for") // the driftwatch-cluster ConfigMap's labels are laid over them
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -50,7 +48,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "diff:", err)
 		return 2
 	}
-	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, manifests.Cluster{Name: *clusterName, Labels: labels}, stdout, stderr)
+	return diffBundle(ctx, provider.Target(), b, *namespace, *fieldManager, cluster(), stdout, stderr)
 }
 
 // diffBundleFile reads diff's -f file, saying on stderr what is wrong.

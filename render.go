@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,9 +23,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "bundle file (YAML)")
-	clusterName := fs.String("cluster-name", "", "render for the cluster of this name (target customizations)")
-	var labels labelFlag
-	fs.Var(&labels, "cluster-label", "render for a cluster with this label, key=value (repeatable)")
+	cluster := clusterFlags(fs, "render for")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -45,7 +42,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer cleanup()
-	rendered, err := pipeline.Render(context.Background(), b, manifests.Cluster{Name: *clusterName, Labels: labels})
+	rendered, err := pipeline.Render(context.Background(), b, cluster())
 	if err != nil {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
@@ -133,11 +130,14 @@ func withClusterConfigMap(ctx context.Context, target *clusters.Clients, namespa
 	if err != nil {
 		return cluster
 	}
-	labels := maps.Clone(cluster.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, cm.Labels)
-	cluster.Labels = labels
-	return cluster
+	return cluster.WithLabels(cm.Labels)
+}
+
+// clusterFlags adds --cluster-name and --cluster-label to fs, as the
+// agent has them; the returned function reads them after Parse.
+func clusterFlags(fs *flag.FlagSet, what string) func() manifests.Cluster {
+	name := fs.String("cluster-name", "", what+" the cluster of this name, as the agent's --cluster-name (target customizations)")
+	var labels labelFlag
+	fs.Var(&labels, "cluster-label", what+" a cluster with this label, key=value (repeatable), as the agent's --cluster-label")
+	return func() manifests.Cluster { return manifests.Cluster{Name: *name, Labels: labels} }
 }

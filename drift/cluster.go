@@ -6,10 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/driftwatch/driftwatch/manifests"
@@ -41,11 +38,7 @@ func (c *Controller) watchCluster(ctx context.Context, wg interface{ Go(func()) 
 	if c.opts.TargetMetadata == nil {
 		return
 	}
-	inf := metadatainformer.NewFilteredMetadataInformer(c.opts.TargetMetadata,
-		schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, c.opts.ParentNamespace, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ClusterConfigMap).String()
-		}).Informer()
+	inf := c.namedInformer(readResources["ConfigMap"], c.opts.ParentNamespace, ClusterConfigMap)
 	set := func(obj any) {
 		var l map[string]string
 		if m, ok := obj.(metav1.Object); ok {
@@ -69,14 +62,11 @@ func (c *Controller) watchCluster(ctx context.Context, wg interface{ Go(func()) 
 // setClusterLabels makes the cluster's labels the flags' with extra laid
 // over them and, when that changes them, syncs every Bundle.
 func (c *Controller) setClusterLabels(extra map[string]string) {
-	labels := maps.Clone(c.opts.Cluster.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	maps.Copy(labels, extra)
+	cluster := c.opts.Cluster.WithLabels(extra)
+	labels := cluster.Labels
 	c.mu.Lock()
 	changed := !maps.Equal(labels, c.clusterNow.Labels)
-	c.clusterNow = manifests.Cluster{Name: c.opts.Cluster.Name, Labels: labels}
+	c.clusterNow = cluster
 	c.mu.Unlock()
 	if !changed || !c.synced.Load() {
 		return

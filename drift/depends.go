@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -136,14 +135,19 @@ func findCycle(start string, bundles map[string]*unstructured.Unstructured) []st
 }
 
 // bundleReady reports a Bundle whose status says Ready at its generation.
+// It reads the two fields only: it runs on every Bundle update event.
 func bundleReady(u *unstructured.Unstructured) bool {
-	var st manifests.BundleStatus
-	if m, ok := u.Object["status"].(map[string]any); ok {
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(m, &st); err != nil {
-			return false
+	observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	if observed != u.GetGeneration() {
+		return false
+	}
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == manifests.ConditionReady {
+			return m["status"] == string(metav1.ConditionTrue)
 		}
 	}
-	return st.ObservedGeneration == u.GetGeneration() && meta.IsStatusConditionTrue(st.Conditions, manifests.ConditionReady)
+	return false
 }
 
 // queueDependents syncs the Bundles of u's namespace that depend on

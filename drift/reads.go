@@ -76,10 +76,7 @@ func (c *Controller) watchReads(key types.NamespacedName, refs []manifests.Refer
 // runReadWatch runs the watch of one object until ctx ends. Its initial
 // list is no change: the Bundles that read it were just rendered.
 func (c *Controller) runReadWatch(ctx context.Context, ref manifests.Reference) {
-	inf := metadatainformer.NewFilteredMetadataInformer(c.opts.TargetMetadata, readResources[ref.Kind], ref.Namespace, 0,
-		cache.Indexers{}, func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ref.Name).String()
-		})
+	inf := c.namedInformer(readResources[ref.Kind], ref.Namespace, ref.Name)
 	changed := func() {
 		c.reads.mu.Lock()
 		var keys []types.NamespacedName
@@ -93,7 +90,7 @@ func (c *Controller) runReadWatch(ctx context.Context, ref manifests.Reference) 
 			c.queue.Add(k)
 		}
 	}
-	_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(_ any, initial bool) {
 			if !initial {
 				changed()
@@ -108,7 +105,7 @@ func (c *Controller) runReadWatch(ctx context.Context, ref manifests.Reference) 
 		},
 		DeleteFunc: func(any) { changed() },
 	})
-	inf.Informer().RunWithContext(ctx)
+	inf.RunWithContext(ctx)
 }
 
 // startReads lets watchReads start watches, under the controller's run.
@@ -131,4 +128,14 @@ func (c *Controller) stopReads() {
 	c.reads.ctx = nil
 	c.reads.mu.Unlock()
 	c.reads.wg.Wait()
+}
+
+// namedInformer is a metadata-only informer of one object of the target
+// cluster, selected by name: the valuesFrom watches and the cluster
+// ConfigMap's.
+func (c *Controller) namedInformer(gvr schema.GroupVersionResource, namespace, name string) cache.SharedIndexInformer {
+	return metadatainformer.NewFilteredMetadataInformer(c.opts.TargetMetadata, gvr, namespace, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		}).Informer()
 }

@@ -202,11 +202,24 @@ func lastRelease(cfg *action.Configuration, req *request) (*release.Release, err
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", req.ns, req.name, err)
 	}
-	rel, ok := last.(*release.Release)
+	return asRelease(last, req)
+}
+
+// asRelease is the v1 release Helm's Releaser interface holds.
+func asRelease(rel any, req *request) (*release.Release, error) {
+	out, ok := rel.(*release.Release)
 	if !ok {
-		return nil, fmt.Errorf("release %s/%s: a record of type %T", req.ns, req.name, last)
+		return nil, fmt.Errorf("release %s/%s: Helm returned a %T", req.ns, req.name, rel)
 	}
-	return rel, nil
+	return out, nil
+}
+
+// timeoutOf bounds one Helm operation of h.
+func timeoutOf(h *manifests.HelmSpec) time.Duration {
+	if h.TimeoutSeconds == 0 {
+		return manifests.DefaultHelmTimeout * time.Second
+	}
+	return time.Duration(h.TimeoutSeconds) * time.Second
 }
 
 // resolve loads the chart and merges the values of in.
@@ -218,10 +231,7 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 	}
 	req.releaseID = types.NamespacedName{Namespace: req.ns, Name: req.name}
 	req.owner = ownerOf(in.Bundle)
-	req.timeout = time.Duration(h.TimeoutSeconds) * time.Second
-	if h.TimeoutSeconds == 0 {
-		req.timeout = manifests.DefaultHelmTimeout * time.Second
-	}
+	req.timeout = timeoutOf(h)
 	req.maxHist = manifests.DefaultMaxHistory
 	if h.MaxHistory != nil {
 		req.maxHist = *h.MaxHistory
@@ -371,11 +381,7 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", req.ns, req.name, err)
 	}
-	out, ok := rel.(*release.Release)
-	if !ok {
-		return nil, fmt.Errorf("release %s/%s: Helm returned a %T", req.ns, req.name, rel)
-	}
-	return out, nil
+	return asRelease(rel, req)
 }
 
 // template renders the chart as an install would, without a cluster.
@@ -390,11 +396,7 @@ func (r *Releases) template(ctx context.Context, req *request) (*release.Release
 	if err != nil {
 		return nil, fmt.Errorf("release %s/%s: %w", req.ns, req.name, err)
 	}
-	out, ok := rel.(*release.Release)
-	if !ok {
-		return nil, fmt.Errorf("release %s/%s: Helm returned a %T", req.ns, req.name, rel)
-	}
-	return out, nil
+	return asRelease(rel, req)
 }
 
 // Uninstall implements manifests.Uninstaller: it uninstalls the Bundle's
@@ -406,10 +408,6 @@ func (r *Releases) Uninstall(ctx context.Context, in manifests.Input) error {
 	}
 	h := in.Spec.Helm
 	name, ns := h.ReleaseNameFor(in.Bundle.Name), in.Spec.ReleaseNamespace()
-	timeout := time.Duration(h.TimeoutSeconds) * time.Second
-	if timeout == 0 {
-		timeout = manifests.DefaultHelmTimeout * time.Second
-	}
 	cfg := r.configuration(ns, 0)
 	last, err := lastRelease(cfg, &request{name: name, ns: ns})
 	if err != nil {
@@ -421,7 +419,7 @@ func (r *Releases) Uninstall(ctx context.Context, in manifests.Input) error {
 		return nil
 	}
 	u := action.NewUninstall(cfg)
-	u.WaitStrategy, u.WaitOptions, u.Timeout = kube.HookOnlyStrategy, []kube.WaitOption{kube.WithWaitContext(ctx)}, timeout
+	u.WaitStrategy, u.WaitOptions, u.Timeout = kube.HookOnlyStrategy, []kube.WaitOption{kube.WithWaitContext(ctx)}, timeoutOf(h)
 	u.DeletionPropagation = string(metav1.DeletePropagationBackground)
 	u.IgnoreNotFound = true
 	_, err = u.Run(name)

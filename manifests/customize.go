@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -266,25 +267,19 @@ func (s namespaceSource) is(obj *unstructured.Unstructured) bool {
 }
 
 func (s namespaceSource) merge(obj *unstructured.Unstructured) {
-	l := obj.GetLabels()
-	if l == nil {
-		l = map[string]string{}
+	obj.SetLabels(withEntries(obj.GetLabels(), s.labels))
+	if len(s.annotations) > 0 {
+		obj.SetAnnotations(withEntries(obj.GetAnnotations(), s.annotations))
 	}
-	for k, v := range s.labels {
-		l[k] = v
+}
+
+// withEntries returns m (a fresh map if nil) with extra copied in.
+func withEntries(m, extra map[string]string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
 	}
-	obj.SetLabels(l)
-	if len(s.annotations) == 0 {
-		return
-	}
-	a := obj.GetAnnotations()
-	if a == nil {
-		a = map[string]string{}
-	}
-	for k, v := range s.annotations {
-		a[k] = v
-	}
-	obj.SetAnnotations(a)
+	maps.Copy(m, extra)
+	return m
 }
 
 func (s namespaceSource) Object(loc Locator) (*unstructured.Unstructured, error) {
@@ -292,12 +287,7 @@ func (s namespaceSource) Object(loc Locator) (*unstructured.Unstructured, error)
 		obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
 			"metadata": map[string]any{"name": s.name}}}
 		s.merge(obj)
-		a := obj.GetAnnotations()
-		if a == nil {
-			a = map[string]string{}
-		}
-		a[KeepAnnotation] = "true"
-		obj.SetAnnotations(a)
+		obj.SetAnnotations(withEntries(obj.GetAnnotations(), map[string]string{KeepAnnotation: "true"}))
 		return obj, nil
 	}
 	obj, err := s.inner.Object(loc)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"slices"
 	"sort"
 
@@ -21,6 +22,18 @@ import (
 type Cluster struct {
 	Name   string
 	Labels map[string]string
+}
+
+// WithLabels returns the cluster with extra labels laid over its own (the
+// labels of the driftwatch-cluster ConfigMap over the flags': the agent
+// and `driftwatch diff` use the same rule).
+func (c Cluster) WithLabels(extra map[string]string) Cluster {
+	labels := maps.Clone(c.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	maps.Copy(labels, extra)
+	return Cluster{Name: c.Name, Labels: labels}
 }
 
 // writeTo feeds the cluster's identity into h, labels sorted.

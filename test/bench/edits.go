@@ -266,3 +266,38 @@ func samples(ls []latency) map[string][]float64 {
 	}
 	return m
 }
+
+// editsAgainstFloor times o.edits edits of the agent's ConfigMaps name(i)
+// in ns (i < n, declared data.key value-i), patches and deletes in turn,
+// interleaved with as many of a floor of n ConfigMaps, and returns the
+// line that reports both (the scenarios helm and kustomize).
+func editsAgainstFloor(ctx context.Context, e *env, obs *observer, ns string, n int, name func(int) string, o options) (string, error) {
+	var retries atomic.Int64
+	f, err := newFloor(ctx, e.kube, e.meta, n, &retries)
+	if err != nil {
+		return "", err
+	}
+	if err := f.start(ctx); err != nil {
+		return "", err
+	}
+	defer f.close()
+	var plan []edit
+	for k := 0; k < o.edits; k++ {
+		i := (k * 7919) % n
+		kind := editCMPatch
+		if k%2 == 1 {
+			kind = editCMDelete
+		}
+		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", ns, name(i)}, value: fmt.Sprintf("value-%d", i), namespace: ns})
+	}
+	agentLat, floorLat, dropped, err := runEdits(ctx, e.kube, obs, plan, planFloorEdits(f, o.edits), o.editInterval)
+	if err != nil {
+		return "", err
+	}
+	if err := f.failure(); err != nil {
+		return "", err
+	}
+	aq, fq := quantilesOf(agentLat, ""), quantilesOf(floorLat, "")
+	return fmt.Sprintf("  edit → reverted, %d edits (patch, delete): driftwatch p50 %.1f p90 %.1f p99 %.1f max %.1f ms; floor p50 %.1f p90 %.1f p99 %.1f max %.1f ms; p50 %.2f×, p99 %.2f× (%d dropped)",
+		aq.N, aq.P50, aq.P90, aq.P99, aq.Max, fq.P50, fq.P90, fq.P99, fq.Max, aq.P50/fq.P50, aq.P99/fq.P99, dropped), nil
+}

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -157,29 +156,8 @@ func runHelm(ctx context.Context, o options) error {
 		return err
 	}
 
-	var retries atomic.Int64
-	f, err := newFloor(ctx, e.kube, e.meta, o.helmObjects, &retries)
+	edits, err := editsAgainstFloor(ctx, e, obs, "helm-dw-1", o.helmObjects, func(i int) string { return fmt.Sprintf("chart-%04d", i) }, o)
 	if err != nil {
-		return err
-	}
-	if err := f.start(ctx); err != nil {
-		return err
-	}
-	defer f.close()
-	var plan []edit
-	for k := 0; k < o.edits; k++ {
-		i := (k * 7919) % o.helmObjects
-		kind := editCMPatch
-		if k%2 == 1 {
-			kind = editCMDelete
-		}
-		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", "helm-dw-1", fmt.Sprintf("chart-%04d", i)}, value: fmt.Sprintf("value-%d", i), namespace: "helm-dw-1"})
-	}
-	agentLat, floorLat, dropped, err := runEdits(ctx, e.kube, obs, plan, planFloorEdits(f, o.edits), o.editInterval)
-	if err != nil {
-		return err
-	}
-	if err := f.failure(); err != nil {
 		return err
 	}
 	keep = false
@@ -197,9 +175,7 @@ func runHelm(ctx context.Context, o options) error {
 	fmt.Printf("  %d corrections of a chart's ConfigMap: agent requests %s; per correction: %.2f patch configmaps, %.2f get, %.2f list\n",
 		counted, reqs.summary(), float64(reqs.ByVerb["patch configmaps"])/counted, float64(reqs.Get)/counted, float64(reqs.List)/counted)
 	fmt.Printf("  release revisions (Secrets) before %d, after %d\n", before, after)
-	aq, fq := quantilesOf(agentLat, ""), quantilesOf(floorLat, "")
-	fmt.Printf("  edit → reverted, %d edits (patch, delete): driftwatch p50 %.1f p90 %.1f p99 %.1f max %.1f ms; floor p50 %.1f p90 %.1f p99 %.1f max %.1f ms; p50 %.2f×, p99 %.2f× (%d dropped)\n",
-		aq.N, aq.P50, aq.P90, aq.P99, aq.Max, fq.P50, fq.P90, fq.P99, fq.Max, aq.P50/fq.P50, aq.P99/fq.P99, dropped)
+	fmt.Println(edits)
 	if after != before {
 		return fmt.Errorf("corrections made release revisions: %d Secrets before, %d after", before, after)
 	}

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -85,37 +84,14 @@ func runKustomize(ctx context.Context, o options) error {
 		return err
 	}
 	defer obs.close()
-	var retries atomic.Int64
-	f, err := newFloor(ctx, e.kube, e.meta, n, &retries)
+	edits, err := editsAgainstFloor(ctx, e, obs, ns, n, func(i int) string { return fmt.Sprintf("kust-%04d", i) }, o)
 	if err != nil {
-		return err
-	}
-	if err := f.start(ctx); err != nil {
-		return err
-	}
-	defer f.close()
-	var plan []edit
-	for k := 0; k < o.edits; k++ {
-		i := (k * 7919) % n
-		kind := editCMPatch
-		if k%2 == 1 {
-			kind = editCMDelete
-		}
-		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", ns, fmt.Sprintf("kust-%04d", i)}, value: fmt.Sprintf("value-%d", i), namespace: ns})
-	}
-	agentLat, floorLat, dropped, err := runEdits(ctx, e.kube, obs, plan, planFloorEdits(f, o.edits), o.editInterval)
-	if err != nil {
-		return err
-	}
-	if err := f.failure(); err != nil {
 		return err
 	}
 	keep = false
 	fmt.Printf("\nKustomize, %d-object base with an overlay (%s, commit %s)\n", n, time.Now().Format("2006-01-02 15:04"), commit())
 	fmt.Printf("  a cluster label that changes no rendered object: agent requests %s (writes %d)\n", reqs.summary(), reqs.Writes)
-	aq, fq := quantilesOf(agentLat, ""), quantilesOf(floorLat, "")
-	fmt.Printf("  edit → reverted, %d edits (patch, delete): driftwatch p50 %.1f p90 %.1f p99 %.1f max %.1f ms; floor p50 %.1f p90 %.1f p99 %.1f max %.1f ms; p50 %.2f×, p99 %.2f× (%d dropped)\n",
-		aq.N, aq.P50, aq.P90, aq.P99, aq.Max, fq.P50, fq.P90, fq.P99, fq.Max, aq.P50/fq.P50, aq.P99/fq.P99, dropped)
+	fmt.Println(edits)
 	if reqs.Writes != 0 {
 		return fmt.Errorf("a cluster label that changes nothing made %d writes: %s", reqs.Writes, reqs.summary())
 	}
