@@ -63,6 +63,7 @@ type agentFlags struct {
 	heartbeatPeriod              time.Duration
 	chartCacheDir                string
 	chartCacheBytes              int64
+	defaultServiceAccount        string
 }
 
 // labelFlag is a repeatable key=value flag.
@@ -118,6 +119,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.DurationVar(&f.heartbeatPeriod, "heartbeat-period", 15*time.Second, "with --source-kubeconfig: how often the heartbeat Lease in the source namespace is renewed")
 	fs.StringVar(&f.chartCacheDir, "chart-cache-dir", defaultChartCacheDir(), "downloaded Helm charts, by digest")
 	fs.Int64Var(&f.chartCacheBytes, "chart-cache-bytes", 256<<20, "bound on the chart cache; the least recently used charts go first")
+	fs.StringVar(&f.defaultServiceAccount, "default-service-account", "", "ServiceAccount that Bundles without spec.serviceAccountName act as (impersonated, in their targetNamespace, else --namespace); the multi-tenant setting: no Bundle then acts with the agent's own rights")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
@@ -127,6 +129,12 @@ func runAgent(args []string, stderr io.Writer) int {
 	if f.sourceKubeconfig != "" {
 		if errs := validation.IsDNS1123Subdomain(f.clusterName); len(errs) > 0 {
 			fmt.Fprintf(stderr, "agent: --source-kubeconfig needs a --cluster-name that names a Lease: %q: %s\n", f.clusterName, strings.Join(errs, "; "))
+			return 2
+		}
+	}
+	if f.defaultServiceAccount != "" {
+		if errs := validation.IsDNS1123Subdomain(f.defaultServiceAccount); len(errs) > 0 {
+			fmt.Fprintf(stderr, "agent: --default-service-account %q: %s\n", f.defaultServiceAccount, strings.Join(errs, "; "))
 			return 2
 		}
 	}
@@ -183,7 +191,10 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts.QueueMetrics = metrics.NewQueues(reg)
 	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
 	opts.TargetMetadata = target.Metadata
+	opts.Accounts = manifests.Accounts{Default: f.defaultServiceAccount, Namespace: f.namespace}
+	opts.ActAs = provider.Impersonate
 	releases, err := helmrun.New(helmrun.Options{Target: target, Source: func() *clusters.Clients { c, _ := provider.Source(); return c },
+		Accounts: opts.Accounts, ActAs: provider.Impersonate,
 		Prepare: func(b types.NamespacedName, ns string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 			// The Target a sync of a Helm Bundle prepares with (drift's bundleState.target).
 			return applier.PrepareOne(obj, apply.Target{Set: ownership.NewSet(b, f.namespace), DefaultNamespace: ns})

@@ -35,9 +35,11 @@ type Applier struct {
 	// mappings caches the mapper's answers per GVK: the discovery mapper
 	// allocates (NoMatch errors included) on every call, and a sync of
 	// thousands of objects of a few kinds asked it once per object.
-	mappings sync.Map // schema.GroupVersionKind → *meta.RESTMapping
+	mappings *sync.Map // schema.GroupVersionKind → *meta.RESTMapping
 	// slots bound the applies in flight across every ApplyAll.
 	slots chan struct{}
+	// as is who the clients act as ("": the agent itself), for messages.
+	as string
 }
 
 // New returns an Applier writing through client, listing metadata through
@@ -48,8 +50,20 @@ func New(client dynamic.Interface, meta metadata.Interface, mapper meta.Resettab
 		opts.Concurrency = 1
 	}
 	return &Applier{client: client, metadata: meta, mapper: mapper, opts: opts,
-		slots: make(chan struct{}, opts.Concurrency)}
+		mappings: &sync.Map{}, slots: make(chan struct{}, opts.Concurrency)}
 }
+
+// As returns an Applier that reads and writes through other clients (a
+// ServiceAccount's, impersonated: as names it), sharing this one's kind
+// mappings and its bound on applies in flight.
+func (a *Applier) As(as string, client dynamic.Interface, meta metadata.Interface) *Applier {
+	b := *a
+	b.client, b.metadata, b.as = client, meta, as
+	return &b
+}
+
+// ActsAs returns who the Applier's clients act as; "" is the agent itself.
+func (a *Applier) ActsAs() string { return a.as }
 
 // ListMetadata lists the metadata of the objects of gvr in namespace that
 // match selector, in pages: one request instead of a GET per object when

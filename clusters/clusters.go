@@ -210,8 +210,11 @@ func (p *Provider) Impersonate(serviceAccount types.NamespacedName) (*Clients, e
 		return c, nil
 	}
 	cfg := rest.CopyConfig(p.target.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: user,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + serviceAccount.Namespace, "system:authenticated"}}
+	// No groups: the API server adds a ServiceAccount's own (and
+	// system:authenticated), and checks only the impersonate verb on that
+	// one serviceaccounts object — which RBAC can grant per namespace and
+	// name. Naming groups would need impersonate on groups as well.
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
 	c, err := NewClients(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("clients for %s: %w", user, err)

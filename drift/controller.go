@@ -2,6 +2,7 @@ package drift
 
 import (
 	"context"
+	"fmt"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,11 @@ type Options struct {
 	// TargetMetadata watches the objects that renders read (valuesFrom);
 	// nil: they are read at each render but not watched.
 	TargetMetadata metadata.Interface
+	// Accounts say which ServiceAccount a Bundle acts as; ActAs returns
+	// the target cluster's clients impersonating one (nil: Bundles that
+	// name one fail to sync, saying so).
+	Accounts manifests.Accounts
+	ActAs    func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -245,6 +251,30 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.synced.Store(false)
 	c.metrics.SourceConnected.Set(0)
 	return nil
+}
+
+// applierFor returns the Applier that reads and writes a Bundle's objects:
+// the agent's own, or one impersonating the ServiceAccount the Bundle acts
+// as. The agent's identity keeps only the watches, the ApplySet parents and
+// the status.
+func (c *Controller) applierFor(spec *manifests.BundleSpec) (*apply.Applier, error) {
+	sa, err := c.opts.Accounts.For(spec)
+	if err != nil || sa.Name == "" {
+		return c.applier, err
+	}
+	if c.opts.ActAs == nil {
+		return nil, fmt.Errorf("serviceAccountName %s: this agent cannot impersonate", sa)
+	}
+	clients, err := c.opts.ActAs(sa)
+	if err != nil {
+		return nil, fmt.Errorf("serviceAccountName %s: %w", sa, err)
+	}
+	return c.applier.As(serviceAccountUser(sa), clients.Dynamic, clients.Metadata), nil
+}
+
+// serviceAccountUser is the user name a ServiceAccount authenticates as.
+func serviceAccountUser(sa types.NamespacedName) string {
+	return "system:serviceaccount:" + sa.Namespace + ":" + sa.Name
 }
 
 // Ready reports whether the Bundle cache has synced and the workers run.

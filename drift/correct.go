@@ -26,6 +26,7 @@ func (c *Controller) processFix(ctx context.Context) bool {
 // lock in one go.
 type correction struct {
 	s        *bundleState
+	act      *apply.Applier
 	info     driftInfo
 	desired  apply.Desired
 	rendered *manifests.Rendered
@@ -48,7 +49,7 @@ func (c *Controller) pending(key fixKey) (correction, bool) {
 	if !drifted || !desired {
 		return correction{}, false
 	}
-	return correction{s: s, info: info, desired: d, rendered: s.rendered, target: s.target(),
+	return correction{s: s, act: s.actor(c.applier), info: info, desired: d, rendered: s.rendered, target: s.target(),
 		force: s.spec.Drift.ForceEnabled(), ignore: s.ignoreFor(key.Ref)}, true
 }
 
@@ -67,15 +68,15 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 			return err
 		}
 		if w.info.finding.Cause == CausePodFailed {
-			res = apply.Result{Desired: d, Action: apply.Deleted, Err: c.applier.Delete(ctx, d.GVR, d.Ref)}
+			res = apply.Result{Desired: d, Action: apply.Deleted, Err: w.act.Delete(ctx, d.GVR, d.Ref)}
 			return res.Err
 		}
 		if len(w.info.finding.Foreign) > 0 && w.force {
-			if err := c.applier.ReplaceListItems(ctx, d, w.info.finding.Foreign); err != nil {
+			if err := w.act.ReplaceListItems(ctx, d, w.info.finding.Foreign); err != nil {
 				return err
 			}
 		}
-		res = c.applier.Apply(ctx, c.withoutLostIgnored(d, w.ignore), w.force)
+		res = w.act.Apply(ctx, c.withoutLostIgnored(d, w.ignore), w.force)
 		c.observeApply(res)
 		c.recordCorrection(w, key, res)
 		return res.Err

@@ -34,8 +34,21 @@ func (c *Controller) ensureFinalizer(ctx context.Context, u *unstructured.Unstru
 // finalize deletes a deleted Bundle's objects (unless it keeps them), then
 // releases the Bundle.
 func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured, b *manifests.Bundle) error {
+	var act *apply.Applier
+	if b != nil {
+		// The Bundle's own account deletes its objects, as it applied
+		// them; a sync of this process may not have chosen it yet.
+		var err error
+		if act, err = c.applierFor(&b.Spec); err != nil {
+			c.warn(key, "CleanupFailed", "%v", err)
+			return err
+		}
+	}
 	c.mu.Lock()
 	s := c.states[key]
+	if s != nil && s.act == nil {
+		s.act = act
+	}
 	var owned []apply.Desired
 	if s != nil {
 		for _, d := range s.desired {

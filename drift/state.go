@@ -67,6 +67,11 @@ type bundleState struct {
 	// renderFailures counts documents that could not be rendered.
 	renderFailures int
 
+	// act reads and writes the Bundle's objects: the agent's Applier, or
+	// one impersonating the Bundle's ServiceAccount (applierFor); nil
+	// until a sync rendered.
+	act *apply.Applier
+
 	desired  map[manifests.ObjectRef]apply.Desired
 	applied  map[manifests.ObjectRef]*apply.Applied
 	problems map[manifests.ObjectRef]problem
@@ -165,6 +170,15 @@ func (s *bundleState) target() apply.Target {
 		return apply.Target{Set: s.set, DefaultNamespace: s.spec.ReleaseNamespace()}
 	}
 	return apply.Target{Set: s.set, DefaultNamespace: s.spec.DefaultNamespace, TargetNamespace: s.spec.TargetNamespace}
+}
+
+// actor is the Applier of the Bundle's objects; own until a sync chose.
+// The caller holds c.mu.
+func (s *bundleState) actor(own *apply.Applier) *apply.Applier {
+	if s.act != nil {
+		return s.act
+	}
+	return own
 }
 
 func keyOf(d apply.Desired) objKey {

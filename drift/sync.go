@@ -70,8 +70,14 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		}
 		return nil // else nothing to retry until an input changes
 	}
+	act, err := c.applierFor(&rendered.Spec)
+	if err != nil {
+		c.renderFailed(s, err)
+		return nil
+	}
 	c.mu.Lock()
 	s.spec = rendered.Spec
+	s.act = act
 	s.retryAfter = 0
 	c.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
@@ -80,7 +86,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	}
 
 	p := newPlan(held)
-	changes := c.applier.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, &rendered.Spec, p))
+	changes := act.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, act, &rendered.Spec, p))
 	p.settle(changes)
 	pruneErrs := c.prune(ctx, s, &rendered.Spec, p)
 	c.record(s, rendered, p, changes, pruneErrs)

@@ -17,7 +17,7 @@ import (
 // applied, their kinds are registered and watched, and the ownership of
 // objects the agent has not seen is read in one request per resource
 // type and namespace where that is cheaper than one per object.
-func (c *Controller) stage(s *bundleState, spec *manifests.BundleSpec, p *plan) apply.StageFunc {
+func (c *Controller) stage(s *bundleState, act *apply.Applier, spec *manifests.BundleSpec, p *plan) apply.StageFunc {
 	return func(ctx context.Context, todo []apply.Desired) apply.ObjectFunc {
 		gvrs := map[schema.GroupVersionResource]bool{}
 		c.mu.Lock()
@@ -34,12 +34,12 @@ func (c *Controller) stage(s *bundleState, spec *manifests.BundleSpec, p *plan) 
 				unwatched[gvr] = err
 			}
 		}
-		known := c.listUnseen(ctx, s, todo)
+		known := c.listUnseen(ctx, s, act, todo)
 		return func(ctx context.Context, d apply.Desired) apply.Result {
 			if err := unwatched[d.GVR]; err != nil {
 				return apply.Result{Desired: d, Action: apply.Failed, Err: err}
 			}
-			return c.applyOne(ctx, s, spec, d, p, known)
+			return c.applyOne(ctx, s, act, spec, d, p, known)
 		}
 	}
 }
@@ -68,7 +68,7 @@ func (l listed) lookup(d apply.Desired) (*metav1.PartialObjectMetadata, bool) {
 // metadata of that namespace's objects without a driftwatch label, once:
 // labelled ones are in the cache already, so an object in neither does not
 // exist. Errors fall back to a GET per object.
-func (c *Controller) listUnseen(ctx context.Context, s *bundleState, todo []apply.Desired) listed {
+func (c *Controller) listUnseen(ctx context.Context, s *bundleState, act *apply.Applier, todo []apply.Desired) listed {
 	l := listed{groups: map[objKey]bool{}, objects: map[objKey]*metav1.PartialObjectMetadata{}}
 	counts := map[objKey]int{}
 	c.mu.Lock()
@@ -85,7 +85,7 @@ func (c *Controller) listUnseen(ctx context.Context, s *bundleState, todo []appl
 		if n < listThreshold {
 			continue
 		}
-		objs, err := c.applier.ListMetadata(ctx, g.GVR, g.Namespace, "!"+ownership.BundleLabel)
+		objs, err := act.ListMetadata(ctx, g.GVR, g.Namespace, "!"+ownership.BundleLabel)
 		if err != nil {
 			c.logger.V(2).Info("Metadata list failed; checking objects one by one", "resource", g.GVR, "namespace", g.Namespace, "err", err)
 			continue
@@ -99,7 +99,7 @@ func (c *Controller) listUnseen(ctx context.Context, s *bundleState, todo []appl
 }
 
 // applyOne admits and applies one object, or reports it unchanged.
-func (c *Controller) applyOne(ctx context.Context, s *bundleState, spec *manifests.BundleSpec, d apply.Desired, p *plan, known listed) apply.Result {
+func (c *Controller) applyOne(ctx context.Context, s *bundleState, act *apply.Applier, spec *manifests.BundleSpec, d apply.Desired, p *plan, known listed) apply.Result {
 	c.mu.Lock()
 	prev := s.applied[d.Ref]
 	_, drifted := s.drifted[d.Ref]
@@ -113,7 +113,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, spec *manifes
 		return apply.Result{Desired: d, Action: apply.Unchanged, Applied: prev}
 	}
 	if prev == nil {
-		if err := c.admit(ctx, s, spec, d, cached, known); err != nil {
+		if err := c.admit(ctx, s, act, spec, d, cached, known); err != nil {
 			var refused *refusal
 			if errors.As(err, &refused) {
 				return apply.Result{Desired: d, Action: apply.Refused, Err: refused.err}
@@ -126,7 +126,7 @@ func (c *Controller) applyOne(ctx context.Context, s *bundleState, spec *manifes
 		c.mu.Lock()
 		ignore := s.ignoreFor(d.Ref)
 		c.mu.Unlock()
-		r = c.applier.Apply(ctx, c.withoutLostIgnored(d, ignore), spec.Drift.ForceEnabled())
+		r = act.Apply(ctx, c.withoutLostIgnored(d, ignore), spec.Drift.ForceEnabled())
 		c.observeApply(r)
 		return r.Err // in r as well
 	})
@@ -165,7 +165,7 @@ func (r *refusal) Error() string { return r.err.Error() }
 // applied: look first in the cache (owned by some Bundle), then in what a
 // metadata LIST found, then ask the API server. A refusal is a *refusal;
 // other errors are failed reads.
-func (c *Controller) admit(ctx context.Context, s *bundleState, spec *manifests.BundleSpec, d apply.Desired, cached *watch.Object, known listed) error {
+func (c *Controller) admit(ctx context.Context, s *bundleState, act *apply.Applier, spec *manifests.BundleSpec, d apply.Desired, cached *watch.Object, known listed) error {
 	var existing metav1.Object
 	if cached != nil {
 		existing = cached.Meta()
@@ -174,7 +174,7 @@ func (c *Controller) admit(ctx context.Context, s *bundleState, spec *manifests.
 			existing = o
 		}
 	} else {
-		live, err := c.applier.Get(ctx, d)
+		live, err := act.Get(ctx, d)
 		if err != nil {
 			return err
 		}

@@ -16,18 +16,25 @@ import (
 
 // prune deletes the owned objects that left the Bundle (with
 // spec.prune) and strays of its set, and forgets what was applied of them.
+// Objects that were declared but never applied nor seen (refused, denied)
+// are only forgotten: there is nothing to delete, and the account may not
+// be allowed to try.
 func (c *Controller) prune(ctx context.Context, s *bundleState, spec *manifests.BundleSpec, p *plan) []error {
 	c.mu.Lock()
-	var gone []apply.Desired
+	var gone, existing []apply.Desired
 	for ref, d := range s.desired {
-		if _, still := p.desired[ref]; !still {
-			gone = append(gone, d)
+		if _, still := p.desired[ref]; still {
+			continue
+		}
+		gone = append(gone, d)
+		if _, cached := c.watches.Get(d.GVR, ref.Namespace, ref.Name); cached || s.applied[ref] != nil {
+			existing = append(existing, d)
 		}
 	}
 	c.mu.Unlock()
 	var errs []error
 	if spec.PruneEnabled() {
-		errs = append(errs, c.pruneObjects(ctx, s, withoutKept(gone))...)
+		errs = append(errs, c.pruneObjects(ctx, s, withoutKept(existing))...)
 		errs = append(errs, c.pruneStrays(ctx, s, p)...)
 	}
 	c.mu.Lock()
@@ -52,7 +59,10 @@ func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []appl
 			delete(s.applied, ref)
 		}
 		c.mu.Unlock()
-		for _, r := range c.applier.Prune(ctx, ds) {
+		c.mu.Lock()
+		act := s.actor(c.applier)
+		c.mu.Unlock()
+		for _, r := range act.Prune(ctx, ds) {
 			if r.Err != nil {
 				errs = append(errs, r.Err)
 				continue
@@ -103,6 +113,9 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 		desiredKeys[keyOf(d)] = true
 	}
 	var errs []error
+	c.mu.Lock()
+	act := s.actor(c.applier)
+	c.mu.Unlock()
 	for _, gvr := range c.watches.Running() {
 		for _, obj := range c.watches.List(gvr) {
 			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
@@ -116,7 +129,7 @@ func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) [
 				continue // declared, but failed this time: not a stray
 			}
 			ref := manifests.ObjectRef{Group: gvr.Group, Kind: c.applier.KindFor(gvr), Namespace: obj.Namespace, Name: obj.Name}
-			if err := c.applier.Delete(ctx, gvr, ref); err != nil {
+			if err := act.Delete(ctx, gvr, ref); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -63,6 +63,12 @@ type Options struct {
 	// Template only renders (driftwatch render and diff): no release is
 	// read or written and Target may be nil.
 	Template bool
+	// Accounts say which ServiceAccount a Bundle acts as; ActAs returns
+	// Target's clients impersonating one. A Bundle's release is then read,
+	// installed, upgraded and uninstalled, and its valuesFrom read, as
+	// that account.
+	Accounts manifests.Accounts
+	ActAs    func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
 }
 
 // Releases installs and upgrades Bundles' charts as Helm releases. As a
@@ -105,6 +111,7 @@ func New(opts Options) (*Releases, error) {
 // request is one Bundle's release, resolved.
 type request struct {
 	in        manifests.Input
+	clients   *clusters.Clients // what the Bundle acts as; nil offline
 	name, ns  string
 	chart     *loaded
 	values    map[string]any
@@ -152,7 +159,7 @@ func (r *Releases) Render(ctx context.Context, in manifests.Input) (manifests.Ou
 	if ok && d.inputs == req.inputs {
 		return r.output(req, d.manifest, false)
 	}
-	cfg := r.configuration(req.ns, req.maxHist)
+	cfg := r.configuration(req.clients, req.ns, req.maxHist)
 	last, err := lastRelease(cfg, req)
 	if err != nil {
 		return manifests.Output{}, err
@@ -231,6 +238,10 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 	}
 	req.releaseID = types.NamespacedName{Namespace: req.ns, Name: req.name}
 	req.owner = ownerOf(in.Bundle)
+	var err error
+	if req.clients, err = r.clientsFor(in); err != nil {
+		return nil, err
+	}
 	req.timeout = timeoutOf(h)
 	req.maxHist = manifests.DefaultMaxHistory
 	if h.MaxHistory != nil {
@@ -243,7 +254,7 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 	if req.chart, err = r.loadChart(ctx, in.Spec, creds); err != nil {
 		return nil, err
 	}
-	if req.values, err = r.values(ctx, in); err != nil {
+	if req.values, err = r.values(ctx, in, req.clients); err != nil {
 		return nil, err
 	}
 	opts := *h
@@ -302,21 +313,40 @@ func (r *Releases) forgetRelease(id types.NamespacedName) {
 	r.mu.Unlock()
 }
 
+// clientsFor returns the clients a Bundle's release operations use: the
+// target cluster's, or those impersonating the Bundle's ServiceAccount;
+// nil offline.
+func (r *Releases) clientsFor(in manifests.Input) (*clusters.Clients, error) {
+	sa, err := r.opts.Accounts.For(in.Spec)
+	if err != nil || r.opts.Target == nil || sa.Name == "" {
+		return r.opts.Target, err
+	}
+	if r.opts.ActAs == nil {
+		return nil, fmt.Errorf("serviceAccountName %s: this agent cannot impersonate", sa)
+	}
+	c, err := r.opts.ActAs(sa)
+	if err != nil {
+		return nil, fmt.Errorf("serviceAccountName %s: %w", sa, err)
+	}
+	return c, nil
+}
+
 // configuration is a Helm action configuration for one operation on the
-// releases of namespace ns: records in Secrets there (Helm's default), the
-// target cluster's clients, this agent's logger.
-func (r *Releases) configuration(ns string, maxHistory int) *action.Configuration {
+// releases of namespace ns: records in Secrets there (Helm's default),
+// the clients the Bundle acts as (nil: in memory, offline), this agent's
+// logger.
+func (r *Releases) configuration(clients *clusters.Clients, ns string, maxHistory int) *action.Configuration {
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(logr.ToSlogHandler(r.opts.Logger.V(2))))
 	cfg.HookOutputFunc = func(_, _, _ string) io.Writer { return io.Discard }
-	if r.opts.Target == nil {
+	if clients == nil {
 		cfg.Releases = storage.Init(driver.NewMemory())
 		return cfg
 	}
-	kc := kube.New(r.opts.Target)
+	kc := kube.New(clients)
 	kc.Namespace = ns // Init leaves it unset: objects without one would go to "default"
-	cfg.RESTClientGetter = r.opts.Target
+	cfg.RESTClientGetter = clients
 	cfg.KubeClient = kc
-	cfg.Releases = storage.Init(driver.NewSecrets(r.opts.Target.Kube.CoreV1().Secrets(ns)))
+	cfg.Releases = storage.Init(driver.NewSecrets(clients.Kube.CoreV1().Secrets(ns)))
 	cfg.Releases.MaxHistory = maxHistory
 	return cfg
 }
@@ -386,7 +416,7 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 
 // template renders the chart as an install would, without a cluster.
 func (r *Releases) template(ctx context.Context, req *request) (*release.Release, error) {
-	cfg := r.configuration(req.ns, req.maxHist)
+	cfg := r.configuration(req.clients, req.ns, req.maxHist)
 	i := action.NewInstall(cfg)
 	i.ReleaseName, i.Namespace = req.name, req.ns
 	i.DryRunStrategy = action.DryRunClient
@@ -408,7 +438,11 @@ func (r *Releases) Uninstall(ctx context.Context, in manifests.Input) error {
 	}
 	h := in.Spec.Helm
 	name, ns := h.ReleaseNameFor(in.Bundle.Name), in.Spec.ReleaseNamespace()
-	cfg := r.configuration(ns, 0)
+	clients, err := r.clientsFor(in)
+	if err != nil {
+		return err
+	}
+	cfg := r.configuration(clients, ns, 0)
 	last, err := lastRelease(cfg, &request{name: name, ns: ns})
 	if err != nil {
 		return err

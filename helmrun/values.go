@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/manifests"
 )
 
@@ -22,7 +23,7 @@ const DefaultValuesKey = "values.yaml"
 // values merges a release's values, each later one winning key by key:
 // valuesFiles in order, valuesFrom in order, spec.helm.values, and the
 // cluster's identity under global.driftwatch.
-func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]any, error) {
+func (r *Releases) values(ctx context.Context, in manifests.Input, clients *clusters.Clients) (map[string]any, error) {
 	h := in.Spec.Helm
 	vals := map[string]any{}
 	for _, name := range h.ValuesFiles {
@@ -41,7 +42,7 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 		if err != nil {
 			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %w", i, err)
 		}
-		if r.opts.Target == nil {
+		if clients == nil {
 			// Offline (driftwatch render): an optional reference is
 			// absent, as it may be in a cluster; another cannot be read.
 			if ref.Optional {
@@ -49,7 +50,7 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 			}
 			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %s %s is read from the target cluster: give --kubeconfig (driftwatch diff)", i, kind, ref.Name)
 		}
-		read, data, err := r.valuesFrom(ctx, kind, ref, in.Spec.ReleaseNamespace())
+		read, data, err := r.valuesFrom(ctx, clients, kind, ref, in.Spec.ReleaseNamespace())
 		if err != nil {
 			return nil, fmt.Errorf("spec.helm.valuesFrom[%d]: %w", i, err)
 		}
@@ -77,7 +78,7 @@ func (r *Releases) values(ctx context.Context, in manifests.Input) (map[string]a
 
 // valuesFrom reads one valuesFrom key; nil data means an optional object
 // or key that is absent.
-func (r *Releases) valuesFrom(ctx context.Context, kind string, ref manifests.KeySelector, releaseNS string) (manifests.Reference, []byte, error) {
+func (r *Releases) valuesFrom(ctx context.Context, clients *clusters.Clients, kind string, ref manifests.KeySelector, releaseNS string) (manifests.Reference, []byte, error) {
 	ns := ref.Namespace
 	if ns == "" {
 		ns = releaseNS
@@ -87,7 +88,7 @@ func (r *Releases) valuesFrom(ctx context.Context, kind string, ref manifests.Ke
 	var data []byte
 	var found bool
 	var err error
-	kube := r.opts.Target.Kube.CoreV1()
+	kube := clients.Kube.CoreV1()
 	switch kind {
 	case "ConfigMap":
 		cm, e := kube.ConfigMaps(ns).Get(ctx, ref.Name, metav1.GetOptions{})

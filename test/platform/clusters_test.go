@@ -45,4 +45,30 @@ func TestProviderImpersonatesServiceAccounts(t *testing.T) {
 	if other, _ := provider.Impersonate(types.NamespacedName{Namespace: ns, Name: "default"}); other == as {
 		t.Error("two accounts share clients")
 	}
+
+	// The multi-tenant install grants the agent impersonate on named
+	// ServiceAccounts only, not on groups or users: enough, because the
+	// provider names no groups (the API server adds an account's own).
+	kubectl(t, "create", "role", "impersonate-deployer", "-n", ns, "--verb=impersonate", "--resource=serviceaccounts", "--resource-name=deployer")
+	kubectl(t, "create", "rolebinding", "alice-impersonates", "-n", ns, "--role=impersonate-deployer", "--user=alice")
+	alice, err := clusters.NewClients(cp.Config("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrow := clusters.NewProvider(alice, alice)
+	asDeployer, err := narrow.Impersonate(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asDeployer.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("alice, who may impersonate deployer only, acting as deployer: %v", err)
+	}
+	asDefault, err := narrow.Impersonate(types.NamespacedName{Namespace: ns, Name: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = asDefault.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "impersonate") {
+		t.Errorf("alice acting as an account she may not impersonate: want 403 on impersonate, got %v", err)
+	}
 }
