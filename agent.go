@@ -193,6 +193,7 @@ func agent(ctx context.Context, f agentFlags) error {
 	opts.TargetMetadata = target.Metadata
 	opts.Accounts = manifests.Accounts{Default: f.defaultServiceAccount, Namespace: f.namespace}
 	opts.ActAs = provider.Impersonate
+	opts.TargetEvents = target.Kube.EventsV1()
 	releases, err := helmrun.New(helmrun.Options{Target: target, Source: func() *clusters.Clients { c, _ := provider.Source(); return c },
 		Accounts: opts.Accounts, ActAs: provider.Impersonate,
 		Prepare: func(b types.NamespacedName, ns string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {

@@ -104,10 +104,11 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Findi
 		for _, m := range f.Culprits() {
 			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
 		}
+		apiVersion := s.desired[ref].APIVersion
 		if f.Cause == CauseDeleted {
-			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s was deleted", ref)
+			c.objectEvent(s.key, apiVersion, ref, corev1.EventTypeWarning, "DriftDetected", "Detect", "%s was deleted", ref)
 		} else {
-			c.event(s.key, corev1.EventTypeWarning, "DriftDetected", "%s: %s changed by %s",
+			c.objectEvent(s.key, apiVersion, ref, corev1.EventTypeWarning, "DriftDetected", "Detect", "%s: %s changed by %s",
 				ref, strings.Join(f.Fields, ", "), f.ChangedBy())
 		}
 	}
@@ -137,6 +138,8 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 				s.fights[k] = ft
 			}
 			if now.Before(ft.until) {
+				ft.last = now
+				c.statuses.AddAfter(s.key, ft.backoff) // Stalled ends when this take is a back-off old
 				if d := ft.until.Sub(now); d > wait {
 					wait = d
 				}
@@ -155,13 +158,14 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 			if ft.backoff == 0 {
 				ft.backoff = c.opts.FightBackoff
 				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
-				c.event(s.key, corev1.EventTypeWarning, "FightDetected",
+				c.objectEvent(s.key, s.desired[ref].APIVersion, ref, corev1.EventTypeWarning, "FightDetected", "BackOff",
 					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
 					ref, field, m, m, ignoreSuggestion(ref, field))
 			} else {
 				ft.backoff = min(2*ft.backoff, c.opts.FightMaxBackoff)
 			}
-			ft.until = now.Add(ft.backoff)
+			ft.until, ft.last = now.Add(ft.backoff), now
+			c.statuses.AddAfter(s.key, ft.backoff)
 			if ft.backoff > wait {
 				wait = ft.backoff
 			}

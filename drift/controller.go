@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -71,6 +72,10 @@ type Options struct {
 	// name one fail to sync, saying so).
 	Accounts manifests.Accounts
 	ActAs    func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
+	// TargetEvents writes the events about owned objects (drift,
+	// corrections, fights, crashes, prunes) in the target cluster,
+	// regarding each object; nil records them on the Bundle.
+	TargetEvents eventsclient.EventsV1Interface
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -148,6 +153,8 @@ type Controller struct {
 
 	// reads are the watches of objects that renders read; their own lock.
 	reads reads
+	// objEvents writes events about owned objects; nil: on the Bundle.
+	objEvents *objectEvents
 	// clusterNow is the cluster Bundles are rendered for (cluster.go).
 	clusterNow manifests.Cluster
 }
@@ -174,7 +181,11 @@ func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, 
 		statuses:   newQueue[types.NamespacedName]("status", opts.QueueMetrics),
 		crashQueue: newQueue[types.NamespacedName]("pod_crashes", opts.QueueMetrics),
 	}
+	if opts.TargetEvents != nil {
+		c.objEvents = newObjectEvents(opts.TargetEvents, applier.FieldManager(), klog.Background())
+	}
 	c.watches = newWatches(c)
+	m.WatchedObjects.Source(c.watchedCounts)
 	return c
 }
 
@@ -207,6 +218,14 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.watches.Wait()
 	}()
 	c.watchCluster(ctx, &wg)
+	if c.objEvents != nil {
+		c.objEvents.logger = logger.WithName("events")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.objEvents.run(ctx)
+		}()
+	}
 	clients, swapped := c.sources.Source()
 	src, err := c.connect(ctx, ctx, clients)
 	if err != nil {
@@ -385,13 +404,15 @@ func (c *Controller) checkAll() {
 		}
 		c.check(it.d.GVR, obj)
 	}
-	c.updateWatchedGauge()
 }
 
-func (c *Controller) updateWatchedGauge() {
+// watchedCounts is what driftwatch_watched_objects shows when scraped.
+func (c *Controller) watchedCounts() []metrics.WatchedCount {
+	var out []metrics.WatchedCount
 	for _, gvr := range c.watches.Running() {
-		c.metrics.WatchedObjects.WithLabelValues(gvr.Group, gvr.Version, gvr.Resource).Set(float64(c.watches.Count(gvr)))
+		out = append(out, metrics.WatchedCount{Group: gvr.Group, Version: gvr.Version, Resource: gvr.Resource, Objects: c.watches.Count(gvr)})
 	}
+	return out
 }
 
 // OnUpsert implements watch.Handler.

@@ -89,14 +89,14 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		return c.afterFailedPodDeleted(key, w.desired, err)
 	case err != nil:
 		if res.Err != nil {
-			c.warn(key.Bundle, "ApplyFailed", "%v", res.Err)
+			c.objectEvent(key.Bundle, w.desired.APIVersion, key.Ref, corev1.EventTypeWarning, "ApplyFailed", "Correct", "%v", res.Err)
 		}
 		return err
 	}
 	if w.info.finding.Cause == CauseDeleted {
-		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s re-created after it was deleted", key.Ref)
+		c.objectEvent(key.Bundle, w.desired.APIVersion, key.Ref, corev1.EventTypeNormal, "DriftCorrected", "Correct", "%s re-created after it was deleted", key.Ref)
 	} else {
-		c.event(key.Bundle, corev1.EventTypeNormal, "DriftCorrected", "%s: %s restored (was changed by %s)",
+		c.objectEvent(key.Bundle, w.desired.APIVersion, key.Ref, corev1.EventTypeNormal, "DriftCorrected", "Correct", "%s: %s restored (was changed by %s)",
 			key.Ref, strings.Join(w.info.finding.Fields, ", "), w.info.finding.ChangedBy())
 	}
 	c.recheck([]apply.Desired{w.desired})
@@ -134,10 +134,10 @@ func (c *Controller) recordCorrection(w correction, key fixKey, res apply.Result
 // looked at again.
 func (c *Controller) afterFailedPodDeleted(key fixKey, d apply.Desired, err error) error {
 	if err != nil {
-		c.warn(key.Bundle, "ApplyFailed", "%s failed and cannot be deleted for re-creation: %v", key.Ref, err)
+		c.objectEvent(key.Bundle, d.APIVersion, key.Ref, corev1.EventTypeWarning, "ApplyFailed", "Recreate", "%s failed and cannot be deleted for re-creation: %v", key.Ref, err)
 		return err
 	}
-	c.event(key.Bundle, corev1.EventTypeNormal, "PodRecreating", "%s failed; deleted to be re-created", key.Ref)
+	c.objectEvent(key.Bundle, d.APIVersion, key.Ref, corev1.EventTypeNormal, "PodRecreating", "Recreate", "%s failed; deleted to be re-created", key.Ref)
 	if _, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); !ok {
 		c.onGone(d.GVR, d.Ref.Namespace, d.Ref.Name)
 	}

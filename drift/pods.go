@@ -163,14 +163,14 @@ func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedNam
 	isNew := !runs[crash.Run]
 	runs[crash.Run] = true
 	s.crashes[podKey] = podCrashState{owner: ref, pod: obj.Name, crash: crash}
-	key := s.key
+	key, apiVersion := s.key, s.desired[ref].APIVersion
 	c.mu.Unlock()
 	c.statuses.Add(key)
 	if !isNew {
 		return nil
 	}
 	c.metrics.PodCrashes.WithLabelValues(key.Namespace, key.Name, crash.Reason).Inc()
-	c.warn(key, "PodCrashed", "%s: pod %s %s", ref, obj.Name, crash)
+	c.objectEvent(key, apiVersion, ref, corev1.EventTypeWarning, "PodCrashed", "Resync", "%s: pod %s %s", ref, obj.Name, crash)
 	// Re-sync at once: re-apply what drifted, recompute readiness.
 	c.queue.Add(key)
 	return nil

@@ -49,6 +49,16 @@ type fight struct {
 	hits    []time.Time
 	backoff time.Duration
 	until   time.Time
+	// last is the latest take that was part of the fight (one that made it
+	// or came while corrections backed off): the fight ends, and the
+	// Bundle stops being Stalled, once it has been quiet for backoff.
+	last time.Time
+}
+
+// active reports whether the fight goes on at now: corrections back off,
+// or the last take is less than a back-off ago.
+func (f *fight) active(now time.Time) bool {
+	return f.backoff > 0 && (now.Before(f.until) || now.Before(f.last.Add(f.backoff)))
 }
 
 // bundleState is everything the controller knows about one Bundle. It is

@@ -87,7 +87,7 @@ func (c *Controller) snapshot(key types.NamespacedName) (statusInput, bool) {
 		in.drifted[ref] = d.finding
 	}
 	for k, f := range s.fights {
-		in.fights = append(in.fights, fightStatus{key: k, backoff: f.backoff, until: f.until})
+		in.fights = append(in.fights, fightStatus{key: k, fight: fight{backoff: f.backoff, until: f.until, last: f.last}})
 	}
 	for _, cr := range s.crashes {
 		in.crashes = append(in.crashes, cr)

@@ -35,11 +35,10 @@ type statusInput struct {
 	objects                []objectStatus // every desired object
 }
 
-// fightStatus is a fight's key and its current back-off.
+// fightStatus is a fight's key and its back-off times (no hits).
 type fightStatus struct {
-	key     fightKey
-	backoff time.Duration
-	until   time.Time
+	key fightKey
+	fight
 }
 
 // objectStatus is one desired object.
@@ -97,12 +96,12 @@ func computeStatus(in statusInput, prev manifests.BundleStatus, now time.Time) m
 // setCondition sets one condition of the status being computed.
 type setCondition func(t string, ok bool, reason, msg string)
 
-// activeFights returns, per object, the message of a fight that is backing
-// off now.
+// activeFights returns, per object, the message of a fight that goes on:
+// corrections back off, or it has not been quiet for a back-off yet.
 func activeFights(fights []fightStatus, now time.Time) map[manifests.ObjectRef]string {
 	out := map[manifests.ObjectRef]string{}
 	for _, f := range fights {
-		if now.Before(f.until) {
+		if f.active(now) {
 			k := f.key
 			out[k.Ref] = fmt.Sprintf("%s: %s is taken again and again by %s; corrections back off %s. To let %s own it, add to spec.drift.ignore: %s",
 				k.Ref, k.Field, k.Manager, f.backoff, k.Manager, ignoreSuggestion(k.Ref, k.Field))

@@ -64,7 +64,7 @@ func TestComputeStatus(t *testing.T) {
 			in.drifted[web] = Finding{Cause: CauseChanged, Fields: []string{".spec.replicas"}, Managers: []string{"kubectl/scale"}}
 			in.drifted[settings] = Deleted()
 			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "kubectl/scale"},
-				backoff: 5 * time.Second, until: now.Add(time.Second)}}
+				fight: fight{backoff: 5 * time.Second, until: now.Add(time.Second), last: now.Add(-4 * time.Second)}}}
 			return in
 		}, want: manifests.Summary{Desired: 3, Ready: 1, Drifted: 1, Missing: 1}, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -79,9 +79,21 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("resources: %s", got)
 				}
 			}},
-		{name: "a fight that is over does not stall", in: func() statusInput {
+		{name: "a fight corrected, the other manager taking the field again during the back-off, still stalls", in: func() statusInput {
 			in := inputOf(ready)
-			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"}, until: now.Add(-time.Second)}}
+			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
+				fight: fight{backoff: 10 * time.Second, until: now.Add(-time.Second), last: now.Add(-9 * time.Second)}}}
+			return in
+		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Applied",
+			check: func(t *testing.T, st manifests.BundleStatus) {
+				if c := condition(t, st, manifests.ConditionStalled); c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, ".spec.replicas is taken again and again by hpa") {
+					t.Errorf("Stalled = %+v, want True naming the field and the manager", c)
+				}
+			}},
+		{name: "a fight quiet for its back-off does not stall", in: func() statusInput {
+			in := inputOf(ready)
+			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
+				fight: fight{backoff: 10 * time.Second, until: now.Add(-time.Second), last: now.Add(-11 * time.Second)}}}
 			return in
 		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {

@@ -299,8 +299,10 @@ func (c *Controller) publishSync(ctx context.Context, s *bundleState, p *plan) {
 	c.mu.Lock()
 	kinds, namespaces := s.kindsAndNamespaces()
 	problems := make(map[manifests.ObjectRef]problem, len(s.problems))
+	apiVersions := make(map[manifests.ObjectRef]string, len(s.problems))
 	for ref, pr := range s.problems {
 		problems[ref] = pr
+		apiVersions[ref] = s.desired[ref].APIVersion
 	}
 	c.mu.Unlock()
 	if err := c.applyParent(ctx, s, kinds, namespaces); err != nil {
@@ -313,11 +315,10 @@ func (c *Controller) publishSync(ctx context.Context, s *bundleState, p *plan) {
 		if pr.state == manifests.StateConflict {
 			reason = "Conflict"
 		}
-		c.warn(s.key, reason, "%s: %s", ref, pr.message)
+		c.objectEvent(s.key, apiVersions[ref], ref, corev1.EventTypeWarning, reason, "Apply", "%s: %s", ref, pr.message)
 	}
 	c.stopUnusedWatches()
 	c.watchPods()
 	c.metrics.BundleLastSync.WithLabelValues(s.key.Namespace, s.key.Name).SetToCurrentTime()
 	c.statuses.Add(s.key)
-	c.updateWatchedGauge()
 }

@@ -67,7 +67,7 @@ func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []appl
 				errs = append(errs, r.Err)
 				continue
 			}
-			c.event(s.key, corev1.EventTypeNormal, "Pruned", "%s deleted: no longer in the bundle", r.Desired.Ref)
+			c.objectEvent(s.key, r.Desired.APIVersion, r.Desired.Ref, corev1.EventTypeNormal, "Pruned", "Prune", "%s deleted: no longer in the bundle", r.Desired.Ref)
 		}
 		return nil // in errs
 	})
@@ -221,7 +221,6 @@ func (c *Controller) stopUnusedWatches() {
 	for _, gvr := range c.watches.Running() {
 		if !used[gvr] {
 			c.watches.Stop(gvr)
-			c.metrics.WatchedObjects.DeleteLabelValues(gvr.Group, gvr.Version, gvr.Resource)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,7 +18,7 @@ type Metrics struct {
 	ApplyConflicts         *prometheus.CounterVec
 	FieldFights            *prometheus.CounterVec
 	ApplyDuration          *prometheus.HistogramVec
-	WatchedObjects         *prometheus.GaugeVec
+	WatchedObjects         *WatchedObjects
 	SourceConnected        prometheus.Gauge
 	SourceLastContact      prometheus.Gauge
 	PodCrashes             *prometheus.CounterVec
@@ -79,9 +81,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "driftwatch_apply_duration_seconds", Help: "Duration of server-side apply requests.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
 		}, []string{"result"}),
-		WatchedObjects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "driftwatch_watched_objects", Help: "Owned objects in the informer caches.",
-		}, []string{"group", "version", "resource"}),
+		WatchedObjects: &WatchedObjects{desc: prometheus.NewDesc("driftwatch_watched_objects",
+			"Owned objects in the informer caches.", []string{"group", "version", "resource"}, nil)},
 		SourceConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "driftwatch_source_connected", Help: "Whether the source cluster answers (1) or not (0): its last request got a response, not a connection error, 401 or 403.",
 		}),
@@ -131,4 +132,35 @@ func (m *Metrics) SourceContact(ok bool) {
 // Reloaded counts a reload of a cluster's changed credentials.
 func (m *Metrics) Reloaded(cluster, result string) {
 	m.CredentialReloads.WithLabelValues(cluster, result).Inc()
+}
+
+// WatchedCount is the number of objects in one informer's cache.
+type WatchedCount struct {
+	Group, Version, Resource string
+	Objects                  int
+}
+
+// WatchedObjects is driftwatch_watched_objects, read from the informer
+// caches when scraped: a gauge set at the end of a sync missed the objects
+// whose events arrived after it.
+type WatchedObjects struct {
+	desc  *prometheus.Desc
+	count atomic.Pointer[func() []WatchedCount]
+}
+
+// Source sets what the gauge reads.
+func (w *WatchedObjects) Source(count func() []WatchedCount) { w.count.Store(&count) }
+
+// Describe implements prometheus.Collector.
+func (w *WatchedObjects) Describe(ch chan<- *prometheus.Desc) { ch <- w.desc }
+
+// Collect implements prometheus.Collector.
+func (w *WatchedObjects) Collect(ch chan<- prometheus.Metric) {
+	f := w.count.Load()
+	if f == nil {
+		return
+	}
+	for _, c := range (*f)() {
+		ch <- prometheus.MustNewConstMetric(w.desc, prometheus.GaugeValue, float64(c.Objects), c.Group, c.Version, c.Resource)
+	}
 }

@@ -312,17 +312,23 @@ func ready(b *manifests.Bundle) bool {
 	return isTrue(b, manifests.ConditionReady) && b.Status.ObservedGeneration == b.Generation
 }
 
-// events returns the messages of the Bundle's events with reason.
+// events returns the notes of the events with reason about the Bundle:
+// regarding it, or regarding one of its objects and related to it (in any
+// namespace: a cluster-scoped object's are in "default").
 func events(t *testing.T, ns, bundle, reason string) []string {
 	t.Helper()
-	list, err := cp.Client().CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{
-		FieldSelector: "involvedObject.name=" + bundle + ",reason=" + reason})
+	list, err := cp.Client().EventsV1().Events("").List(t.Context(), metav1.ListOptions{FieldSelector: "reason=" + reason})
 	if err != nil {
 		t.Fatal(err)
 	}
+	isBundle := func(r *corev1.ObjectReference) bool {
+		return r != nil && r.Kind == manifests.Kind && r.Namespace == ns && r.Name == bundle
+	}
 	var out []string
 	for _, e := range list.Items {
-		out = append(out, e.Message)
+		if isBundle(&e.Regarding) || isBundle(e.Related) {
+			out = append(out, e.Note)
+		}
 	}
 	return out
 }

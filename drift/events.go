@@ -1,0 +1,211 @@
+package drift
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	eventsclient "k8s.io/client-go/kubernetes/typed/events/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/driftwatch/driftwatch/manifests"
+)
+
+// What objectEvents keeps and writes.
+const (
+	// seriesWindow: an event equal to one written less than this ago
+	// (same object, reason and note) only counts into that event's
+	// series, as events/v1 defines series.
+	seriesWindow = 6 * time.Minute
+	// seriesFlush is how often the counts of series are written.
+	seriesFlush = 15 * time.Second
+	// eventQueue bounds the writes waiting; beyond it events are dropped
+	// (and logged), never the agent's memory.
+	eventQueue = 1000
+	// maxNote is the API server's limit on an event's note.
+	maxNote = 1024
+)
+
+// objectEvents writes events/v1 Events about the objects a Bundle owns, in
+// the target cluster where they live: regarding the object, related to
+// the Bundle. Every object has its own, so that one busy object or Bundle
+// does not silence the others (client-go's core/v1 recorder allows ~25
+// events per involved object, then one per 5 minutes, and names the
+// Bundle in all of them). Equal events repeated within seriesWindow
+// become one event with a series count, written every seriesFlush: a
+// fight storm costs one write per object and note per flush, not one per
+// edit. Writes are asynchronous and bounded; none is made under a lock.
+type objectEvents struct {
+	client     eventsclient.EventsV1Interface
+	controller string
+	instance   string
+	logger     klog.Logger
+
+	queue chan *eventEntry
+
+	mu     sync.Mutex
+	recent map[eventKey]*eventEntry
+	// dropped counts events dropped with the queue full, since last logged.
+	dropped int
+}
+
+type eventKey struct {
+	regarding corev1.ObjectReference
+	reason    string
+	note      string
+}
+
+// eventEntry is one event written or to be written; its fields are
+// guarded by objectEvents.mu.
+type eventEntry struct {
+	event *eventsv1.Event // as created; name set once written
+	count int32           // occurrences; > 1 makes a series
+	last  time.Time       // the latest occurrence
+	// flushed is the count last written; queued says a write is waiting.
+	flushed int32
+	queued  bool
+}
+
+func newObjectEvents(client eventsclient.EventsV1Interface, controller string, logger klog.Logger) *objectEvents {
+	host, _ := os.Hostname()
+	return &objectEvents{client: client, controller: "driftwatch.io/" + controller, instance: controller + "-" + host,
+		logger: logger, queue: make(chan *eventEntry, eventQueue), recent: map[eventKey]*eventEntry{}}
+}
+
+// emit records an event regarding an object, related to its Bundle.
+func (e *objectEvents) emit(regarding, related corev1.ObjectReference, eventType, reason, action, note string) {
+	if len(note) > maxNote {
+		note = note[:maxNote-3] + "..."
+	}
+	now := time.Now()
+	key := eventKey{regarding: regarding, reason: reason, note: note}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if en := e.recent[key]; en != nil && now.Sub(en.last) < seriesWindow {
+		en.count++
+		en.last = now
+		return // written by the next flush
+	}
+	ns := regarding.Namespace
+	if ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	en := &eventEntry{count: 1, last: now, event: &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns,
+			Name: fmt.Sprintf("%s.%x", regarding.Name, now.UnixNano())},
+		EventTime:           metav1.NewMicroTime(now),
+		ReportingController: e.controller, ReportingInstance: e.instance,
+		Action: action, Reason: reason, Regarding: regarding, Related: &related,
+		Note: note, Type: eventType,
+	}}
+	e.recent[key] = en
+	e.enqueue(en)
+}
+
+// enqueue queues a write of en. The caller holds e.mu.
+func (e *objectEvents) enqueue(en *eventEntry) {
+	if en.queued {
+		return
+	}
+	select {
+	case e.queue <- en:
+		en.queued = true
+	default:
+		e.dropped++
+	}
+}
+
+// run writes queued events and flushes series until ctx ends.
+func (e *objectEvents) run(ctx context.Context) {
+	defer utilruntime.HandleCrashWithContext(ctx)
+	t := time.NewTicker(seriesFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case en := <-e.queue:
+			e.write(ctx, en)
+		case now := <-t.C:
+			e.flush(now)
+		}
+	}
+}
+
+// flush queues the series whose counts grew and forgets the events whose
+// window passed.
+func (e *objectEvents) flush(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for key, en := range e.recent {
+		switch {
+		case en.flushed > 0 && en.count != en.flushed:
+			e.enqueue(en)
+		case now.Sub(en.last) >= seriesWindow && !en.queued:
+			delete(e.recent, key)
+		}
+	}
+	if e.dropped > 0 {
+		e.logger.Info("Object events dropped: too many waiting to be written", "dropped", e.dropped)
+		e.dropped = 0
+	}
+}
+
+// write creates the event, or updates its series.
+func (e *objectEvents) write(ctx context.Context, en *eventEntry) {
+	e.mu.Lock()
+	en.queued = false
+	ev := en.event.DeepCopy()
+	count, last, created := en.count, en.last, en.flushed > 0
+	e.mu.Unlock()
+	var err error
+	if created && count > 1 {
+		patch := fmt.Appendf(nil, `{"series":{"count":%d,"lastObservedTime":%q}}`, count,
+			metav1.NewMicroTime(last).Format(metav1.RFC3339Micro))
+		_, err = e.client.Events(ev.Namespace).Patch(ctx, ev.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	} else if !created {
+		_, err = e.client.Events(ev.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	}
+	if err != nil {
+		e.logger.V(2).Info("Object event not written", "object", ev.Regarding.Name, "reason", ev.Reason, "err", err)
+		return // an event is worth one try; the next occurrence tries again
+	}
+	e.mu.Lock()
+	if created {
+		en.flushed = count
+	} else {
+		en.flushed = 1 // the event as created; repeats meanwhile go into its series at the next flush
+	}
+	e.mu.Unlock()
+}
+
+// bundleRef is the reference of a Bundle, as an event's related object.
+func bundleRef(key types.NamespacedName, uid types.UID) corev1.ObjectReference {
+	return corev1.ObjectReference{APIVersion: manifests.Group + "/" + manifests.Version, Kind: manifests.Kind,
+		Namespace: key.Namespace, Name: key.Name, UID: uid}
+}
+
+// objectEvent records an event about one owned object: regarding the
+// object, related to the Bundle, in the target cluster. Without a target
+// event writer (tests), or for a document without a name, it is recorded
+// on the Bundle. It makes no API call
+// and takes no lock of the controller: callers may hold c.mu.
+func (c *Controller) objectEvent(bundle types.NamespacedName, apiVersion string, ref manifests.ObjectRef, eventType, reason, action, format string, args ...any) {
+	if c.objEvents == nil || ref.Name == "" {
+		c.event(bundle, eventType, reason, format, args...)
+		return
+	}
+	var uid types.UID
+	if u := c.cachedBundle(bundle); u != nil {
+		uid = u.GetUID()
+	}
+	regarding := corev1.ObjectReference{APIVersion: apiVersion, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
+	c.objEvents.emit(regarding, bundleRef(bundle, uid), eventType, reason, action, fmt.Sprintf(format, args...))
+}
