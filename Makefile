@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test FORCE
+.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test fuzz FORCE
 
 all: build
 
@@ -103,6 +103,25 @@ bench-smoke: tools build bin/bench
 		-out bin/bench-smoke >bin/bench-smoke.txt 2>bin/bench-smoke.log; then \
 		echo "benchmark smoke run: ok; $$(grep '^targets:' bin/bench-smoke.txt); $$(tail -1 bin/bench-smoke.txt); table in bin/bench-smoke.txt"; \
 	else cat bin/bench-smoke.txt bin/bench-smoke.log; echo "benchmark smoke run: FAILED"; exit 1; fi
+
+# Each fuzz target for FUZZTIME (default 60s), one after another: go test
+# -fuzz takes one target of one package per run. A failing target writes
+# its input to the package's testdata/fuzz/ (commit it with the fix: it
+# then runs in `make test`, as every checked-in seed does); the others
+# still run, and make fails at the end. One target:
+# make fuzz FUZZ_TARGETS=drift:FuzzDetect FUZZTIME=5m
+FUZZTIME ?= 60s
+FUZZ_TARGETS ?= manifests:FuzzDecode manifests/kustomize:FuzzKustomize \
+	drift:FuzzDetect drift:FuzzRemovePath drift:FuzzIgnoreSuggestion helmrun:FuzzLoadChart
+
+fuzz: ## each fuzz target for FUZZTIME (default 60s): decoding, Kustomize and chart input, drift rules
+	@failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+		pkg=./$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz: $$fn in $$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$fn"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf bin

@@ -64,6 +64,8 @@ type agentFlags struct {
 	chartCacheDir                string
 	chartCacheBytes              int64
 	defaultServiceAccount        string
+	maxBundleBytes               int64
+	maxBundleObjects             int
 }
 
 // labelFlag is a repeatable key=value flag.
@@ -120,6 +122,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.StringVar(&f.chartCacheDir, "chart-cache-dir", defaultChartCacheDir(), "downloaded Helm charts, by digest")
 	fs.Int64Var(&f.chartCacheBytes, "chart-cache-bytes", 256<<20, "bound on the chart cache; the least recently used charts go first")
 	fs.StringVar(&f.defaultServiceAccount, "default-service-account", "", "ServiceAccount that Bundles without spec.serviceAccountName act as (impersonated, in their targetNamespace, else --namespace); the multi-tenant setting: no Bundle then acts with the agent's own rights")
+	fs.Int64Var(&f.maxBundleBytes, "max-bundle-bytes", manifests.DefaultLimits.Bytes, fmt.Sprintf("largest total decoded size (after base64 and gzip) of one Bundle's resources, at most %d; a larger Bundle is not rendered and says so", manifests.HardMaxBytes))
+	fs.IntVar(&f.maxBundleObjects, "max-bundle-objects", manifests.DefaultLimits.Objects, "most documents one Bundle may render to; a Bundle with more is not applied and says so")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
@@ -131,6 +135,10 @@ func runAgent(args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "agent: --source-kubeconfig needs a --cluster-name that names a Lease: %q: %s\n", f.clusterName, strings.Join(errs, "; "))
 			return 2
 		}
+	}
+	if f.maxBundleBytes < 1 || f.maxBundleBytes > manifests.HardMaxBytes || f.maxBundleObjects < 1 {
+		fmt.Fprintf(stderr, "agent: --max-bundle-bytes must be 1..%d and --max-bundle-objects at least 1\n", manifests.HardMaxBytes)
+		return 2
 	}
 	if f.defaultServiceAccount != "" {
 		if errs := validation.IsDNS1123Subdomain(f.defaultServiceAccount); len(errs) > 0 {
@@ -205,7 +213,8 @@ func agent(ctx context.Context, f agentFlags) error {
 	if err != nil {
 		return err
 	}
-	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch}
+	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch,
+		Limits: manifests.Limits{Bytes: f.maxBundleBytes, Objects: f.maxBundleObjects}}
 	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
 		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
 	}, m, opts)

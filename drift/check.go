@@ -175,7 +175,7 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 }
 
 func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
-	return fmt.Sprintf("{group: %q, kind: %s, name: %s, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
+	return fmt.Sprintf("{group: %q, kind: %q, name: %q, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
 }
 
 // newer reports whether resourceVersion a is later than b. Resource

@@ -15,9 +15,75 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
-// MaxDecodedBytes bounds the decoded size of one Bundle's resources, so that
-// a hostile or mistaken Bundle cannot exhaust the agent's memory.
-const MaxDecodedBytes = 8 << 20
+// MaxDecodedBytes is the default bound on the decoded size of one Bundle's
+// resources (Limits.Bytes), so that a hostile or mistaken Bundle cannot
+// exhaust the agent's memory; HardMaxBytes bounds any one resource read,
+// whatever the limits say.
+const (
+	MaxDecodedBytes = 8 << 20
+	HardMaxBytes    = 64 << 20
+)
+
+// Limits bound what one Bundle may declare; a Bundle beyond them is not
+// rendered, and its status says which limit and by how much.
+type Limits struct {
+	// Bytes bounds the total decoded size of the Bundle's resources (after
+	// base64 and gzip), at most HardMaxBytes.
+	Bytes int64
+	// Objects bounds the documents it renders to (objects, and documents
+	// that could not be decoded).
+	Objects int
+}
+
+// DefaultLimits are the limits of an agent that sets none.
+var DefaultLimits = Limits{Bytes: MaxDecodedBytes, Objects: 10000}
+
+// orDefault fills in the limits that are not set.
+func (l Limits) orDefault() Limits {
+	if l.Bytes <= 0 {
+		l.Bytes = DefaultLimits.Bytes
+	}
+	if l.Bytes > HardMaxBytes {
+		l.Bytes = HardMaxBytes
+	}
+	if l.Objects <= 0 {
+		l.Objects = DefaultLimits.Objects
+	}
+	return l
+}
+
+// checkSize refuses resources whose decoded size exceeds max, reading
+// compressed ones through (up to max) without keeping them. Resources
+// that cannot be decoded count as their encoded size: the renderer
+// reports them.
+func checkSize(resources []Resource, max int64) error {
+	var total int64
+	for _, r := range resources {
+		switch r.Encoding {
+		case EncodingBase64Gzip:
+			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(r.Content))
+			if err != nil {
+				total += int64(len(r.Content))
+				break
+			}
+			zr, err := gzip.NewReader(bytes.NewReader(b))
+			if err != nil {
+				total += int64(len(b))
+				break
+			}
+			n, _ := io.Copy(io.Discard, io.LimitReader(zr, max-total+1))
+			total += n
+		case EncodingBase64:
+			total += int64(base64.StdEncoding.DecodedLen(len(strings.TrimSpace(r.Content))))
+		default:
+			total += int64(len(r.Content))
+		}
+		if total > max {
+			return fmt.Errorf("its resources exceed %d bytes decoded (at %s); the agent's limit is --max-bundle-bytes", max, r.Name)
+		}
+	}
+	return nil
+}
 
 // Object is one desired object and where it came from.
 type Object struct {
@@ -52,10 +118,11 @@ func DecodeAt(resources []Resource, loc Locator) (*unstructured.Unstructured, er
 	if loc.Len > 0 && r.Encoding == EncodingNone && start >= 0 && end <= len(r.Content) {
 		return decodeAt(r.Name, loc, []byte(r.Content[start:end]))
 	}
-	raw, err := decodeContent(r)
+	raw, err := decodeContent(r, HardMaxBytes)
 	if err != nil {
 		return nil, &DecodeError{Source: r.Name, Err: err}
 	}
+	raw = withFinalNewline(raw)
 	if loc.Len > 0 && start >= 0 && end <= len(raw) {
 		return decodeAt(r.Name, loc, raw[start:end])
 	}
@@ -74,6 +141,12 @@ func DecodeAt(resources []Resource, loc Locator) (*unstructured.Unstructured, er
 
 // decodeAt decodes the object at loc from its document's bytes.
 func decodeAt(name string, loc Locator, chunk []byte) (*unstructured.Unstructured, error) {
+	if n := len(chunk); n > 0 && chunk[n-1] != '\n' {
+		// A span that ends a file without a final newline: the reader
+		// Decode used added one, and a block scalar there keeps it. A
+		// copy: chunk is the resource's own bytes.
+		chunk = append(chunk[:n:n], '\n')
+	}
 	u := &unstructured.Unstructured{}
 	if err := utilyaml.Unmarshal(chunk, &u.Object); err != nil {
 		return nil, &DecodeError{Source: fmt.Sprintf("%s#%d", name, loc.Doc), Err: fmt.Errorf("invalid YAML: %w", err)}
@@ -106,19 +179,24 @@ var ErrEmptyBundle = errors.New("the bundle declares no objects")
 // cannot, so that one broken file does not hide the rest. Namespaces are not
 // resolved here: that needs the cluster's REST mapping.
 func Decode(resources []Resource) ([]Object, []error) {
+	return DecodeWithin(resources, MaxDecodedBytes)
+}
+
+// DecodeWithin is Decode with a bound on the total decoded size.
+func DecodeWithin(resources []Resource, max int64) ([]Object, []error) {
 	var objs []Object
 	var errs []error
-	total := 0
+	var total int64
 	for ri, r := range resources {
-		raw, err := decodeContent(r)
+		raw, err := decodeContent(r, max)
 		if err != nil {
 			errs = append(errs, &DecodeError{Source: r.Name, Err: err})
 			continue
 		}
-		total += len(raw)
-		if total > MaxDecodedBytes {
+		total += int64(len(raw))
+		if total > max {
 			errs = append(errs, &DecodeError{Source: r.Name,
-				Err: fmt.Errorf("the bundle's resources exceed %d bytes decoded", MaxDecodedBytes)})
+				Err: fmt.Errorf("the bundle's resources exceed %d bytes decoded", max)})
 			break
 		}
 		o, e := decodeDocuments(ri, r.Name, raw)
@@ -131,7 +209,7 @@ func Decode(resources []Resource) ([]Object, []error) {
 	return objs, errs
 }
 
-func decodeContent(r Resource) ([]byte, error) {
+func decodeContent(r Resource, max int64) ([]byte, error) {
 	switch r.Encoding {
 	case EncodingNone:
 		return []byte(r.Content), nil
@@ -147,7 +225,7 @@ func decodeContent(r Resource) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("invalid gzip: %w", err)
 		}
-		out, err := io.ReadAll(io.LimitReader(zr, MaxDecodedBytes+1))
+		out, err := io.ReadAll(io.LimitReader(zr, max+1))
 		if err != nil {
 			return nil, fmt.Errorf("invalid gzip: %w", err)
 		}
@@ -158,6 +236,8 @@ func decodeContent(r Resource) ([]byte, error) {
 }
 
 func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) {
+	size := int32(len(raw)) // spans stay within the resource's own bytes
+	raw = withFinalNewline(raw)
 	var objs []Object
 	var errs []error
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
@@ -173,6 +253,9 @@ func decodeDocuments(resource int, name string, raw []byte) ([]Object, []error) 
 			break // the reader cannot resynchronise after a read error
 		}
 		span := spanOf(raw, &pos, chunk)
+		if span.Len > 0 && span.Offset+span.Len > size {
+			span.Len = size - span.Offset // without the newline added: decodeAt adds it again
+		}
 		if isBlank(chunk) {
 			continue
 		}
@@ -250,6 +333,16 @@ func validateObject(u *unstructured.Unstructured) error {
 	return nil
 }
 
+// withFinalNewline ends raw with a newline: client-go's YAML reader loses
+// a last line longer than its buffer (4 KiB) when no newline ends it —
+// silently, with the document it belongs to.
+func withFinalNewline(raw []byte) []byte {
+	if n := len(raw); n > 0 && raw[n-1] != '\n' {
+		return append(raw[:n:n], '\n')
+	}
+	return raw
+}
+
 func isBlank(b []byte) bool {
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		t := bytes.TrimSpace(line)
@@ -260,5 +353,12 @@ func isBlank(b []byte) bool {
 	return true
 }
 
-// ResourceBytes returns a resource's content, decoded from its encoding.
-func ResourceBytes(r Resource) ([]byte, error) { return decodeContent(r) }
+// ResourceBytes returns a resource's content, decoded from its encoding;
+// one beyond HardMaxBytes is an error.
+func ResourceBytes(r Resource) ([]byte, error) {
+	b, err := decodeContent(r, HardMaxBytes)
+	if err == nil && len(b) > HardMaxBytes {
+		return nil, fmt.Errorf("%s exceeds %d bytes decoded", r.Name, HardMaxBytes)
+	}
+	return b, err
+}

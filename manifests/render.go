@@ -75,6 +75,8 @@ type Input struct {
 	Bundle  types.NamespacedName
 	Spec    *BundleSpec
 	Cluster Cluster
+	// Limits are the pipeline's, filled in.
+	Limits Limits
 }
 
 // An Uninstaller also removes what it installed when a Bundle is deleted
@@ -187,6 +189,8 @@ type Pipeline struct {
 	// Overlays applies target customizations' yaml overlays to a render
 	// (kustomize.Patch); nil refuses them.
 	Overlays func(out *Output, resources []Resource, files []string) error
+	// Limits bound each Bundle; zero values are DefaultLimits'.
+	Limits Limits
 }
 
 // ErrNoHelm is a Helm Bundle rendered by a pipeline without Helm.
@@ -212,10 +216,17 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 	case r == nil:
 		return nil, ErrNoKustomize
 	}
-	in := Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster}
+	limits := p.Limits.orDefault()
+	if err := checkSize(spec.Resources, limits.Bytes); err != nil {
+		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
+	}
+	in := Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster, Limits: limits}
 	out, err := p.render(ctx, r, in)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
+	}
+	if n := len(out.Objects) + len(out.Errors); n > limits.Objects {
+		return nil, fmt.Errorf("bundle %s/%s: it renders %d documents, more than %d; the agent's limit is --max-bundle-objects", b.Namespace, b.Name, n, limits.Objects)
 	}
 	h := sha256.New()
 	if err := hashSpec(h, &spec); err != nil {
@@ -351,7 +362,7 @@ type RawManifests struct{}
 
 // Render implements Renderer.
 func (RawManifests) Render(_ context.Context, in Input) (Output, error) {
-	objs, errs := Decode(in.Spec.Resources)
+	objs, errs := DecodeWithin(in.Spec.Resources, in.Limits.orDefault().Bytes)
 	return Output{Objects: objs, Errors: errs, Source: RawSource(in.Spec.Resources)}, nil
 }
 

@@ -1,7 +1,11 @@
 package manifests
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -127,5 +131,37 @@ func TestDoNotDeployRendersNothingAndUninstalls(t *testing.T) {
 	r, err = Pipeline{Helm: u}.Render(context.Background(), b, Cluster{Name: "prod"})
 	if err != nil || len(r.Objects) != 1 || u.uninstalled != 1 {
 		t.Fatalf("prod: %v, %d objects, uninstalled %d", err, len(r.Objects), u.uninstalled)
+	}
+}
+
+func TestLimitsRefuseTheBundleAndSaySo(t *testing.T) {
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: %s}\n"
+	three := fmt.Sprintf(cm+"---\n"+cm+"---\n"+cm, "a", "b", "c")
+	var big bytes.Buffer
+	zw := gzip.NewWriter(&big)
+	_, _ = zw.Write(bytes.Repeat([]byte("#"), 1<<20)) // a MiB of comment, a KiB gzipped
+	zw.Close()
+	for name, tc := range map[string]struct {
+		limits    Limits
+		resources []Resource
+		want      string // "" renders
+	}{
+		"within":            {Limits{Bytes: 1 << 10, Objects: 3}, []Resource{{Name: "cms.yaml", Content: three}}, ""},
+		"too many objects":  {Limits{Objects: 2}, []Resource{{Name: "cms.yaml", Content: three}}, "renders 3 documents, more than 2; the agent's limit is --max-bundle-objects"},
+		"too many bytes":    {Limits{Bytes: 64}, []Resource{{Name: "cms.yaml", Content: three}}, "exceed 64 bytes decoded (at cms.yaml); the agent's limit is --max-bundle-bytes"},
+		"a small gzip bomb": {Limits{Bytes: 64 << 10}, []Resource{{Name: "ok.yaml", Content: three}, {Name: "bomb.yaml", Encoding: EncodingBase64Gzip, Content: base64.StdEncoding.EncodeToString(big.Bytes())}}, "(at bomb.yaml)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := &Bundle{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"}, Spec: BundleSpec{Resources: tc.resources}}
+			r, err := Pipeline{Limits: tc.limits}.Render(context.Background(), b, Cluster{})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatal(err)
+			case tc.want == "" && len(r.Objects) != 3:
+				t.Fatalf("%d objects, want 3", len(r.Objects))
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -146,9 +146,25 @@ func (c *checker) check(dir string) error {
 	refs = append(refs, k.Components...)
 	refs = append(refs, k.Crds...)
 	refs = append(refs, k.Configurations...)
-	refs = append(refs, k.Generators...)
-	refs = append(refs, k.Transformers...)
-	refs = append(refs, k.Validators...)
+	// Plugin configurations, inline or in files: builtin ones name files
+	// too (a PatchTransformer's path), which kustomize would fetch if
+	// remote.
+	var plugins []string
+	plugins = append(plugins, k.Generators...)
+	plugins = append(plugins, k.Transformers...)
+	plugins = append(plugins, k.Validators...)
+	for _, p := range plugins {
+		config := []byte(p)
+		if !strings.Contains(p, "\n") {
+			refs = append(refs, p)
+			if config, err = fs.ReadFile(path.Join(dir, p)); err != nil {
+				continue // not a file: refused below
+			}
+		}
+		if ref := remoteIn(config); ref != "" {
+			return fmt.Errorf("%s: a generator or transformer configuration names %q, which is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
+		}
+	}
 	if p := k.OpenAPI["path"]; p != "" {
 		refs = append(refs, p)
 	}
@@ -178,9 +194,6 @@ func (c *checker) check(dir string) error {
 		refs = append(refs, generatorFiles(g.KvPairSources)...)
 	}
 	for _, ref := range refs {
-		if strings.Contains(ref, "\n") {
-			continue // an inline generator or transformer configuration
-		}
 		if isRemote(ref) {
 			return fmt.Errorf("%s: %q is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
 		}
@@ -236,6 +249,54 @@ func generatorFiles(s ktypes.KvPairSources) []string {
 		out = append(out, s.EnvSource)
 	}
 	return out
+}
+
+// loadingKeys are the fields of builtin plugin configurations that
+// kustomize loads files (or charts) from.
+var loadingKeys = map[string]bool{"path": true, "paths": true, "files": true, "envs": true, "env": true, "repo": true, "chartHome": true}
+
+// remoteIn returns the first file reference in the YAML documents of a
+// plugin configuration that is remote; "" if none (or not YAML, which
+// kustomize then refuses itself). A Helm chart generator is refused
+// whole, as helmCharts are.
+func remoteIn(config []byte) string {
+	for _, doc := range strings.Split(string(config), "\n---") {
+		var v any
+		if yaml.Unmarshal([]byte(doc), &v) != nil {
+			continue
+		}
+		if m, ok := v.(map[string]any); ok && m["kind"] == "HelmChartInflationGenerator" {
+			return "HelmChartInflationGenerator"
+		}
+		if ref := remoteValue(v, false); ref != "" {
+			return ref
+		}
+	}
+	return ""
+}
+
+// remoteValue finds a remote reference among the values of loadingKeys
+// in v; loading says v is one.
+func remoteValue(v any, loading bool) string {
+	switch v := v.(type) {
+	case string:
+		if loading && isRemote(v) {
+			return v
+		}
+	case []any:
+		for _, e := range v {
+			if r := remoteValue(e, loading); r != "" {
+				return r
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if r := remoteValue(e, loading || loadingKeys[k]); r != "" {
+				return r
+			}
+		}
+	}
+	return ""
 }
 
 // isRemote reports references that kustomize would fetch: URLs, and the

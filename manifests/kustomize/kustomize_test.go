@@ -116,6 +116,18 @@ func TestKustomizeRefusesWhatItWouldFetchAndNamesBrokenFiles(t *testing.T) {
 			"give the chart as spec.helm"},
 		"generator file": {map[string]string{"app/kustomization.yaml": "configMapGenerator: [{name: g, files: [conf=https://example.com/c]}]\n"},
 			`"https://example.com/c" is remote`},
+		// Builtin plugin configurations load files too: in a file, inline,
+		// and a chart generator.
+		"transformer file with a remote patch": {map[string]string{"app/kustomization.yaml": "resources: [cm.yaml]\ntransformers: [t.yaml]\n", "app/cm.yaml": cm,
+			"app/t.yaml": "apiVersion: builtin\nkind: PatchTransformer\nmetadata: {name: p}\npath: https://example.com/p.yaml\ntarget: {kind: ConfigMap}\n"},
+			`names "https://example.com/p.yaml", which is remote`},
+		"inline transformer with a remote patch": {map[string]string{"app/kustomization.yaml": "resources: [cm.yaml]\ntransformers:\n- |\n  apiVersion: builtin\n  kind: PatchTransformer\n  metadata: {name: p}\n  path: http://169.254.169.254/latest/meta-data\n", "app/cm.yaml": cm},
+			`names "http://169.254.169.254/latest/meta-data", which is remote`},
+		"chart generator": {map[string]string{"app/kustomization.yaml": "generators: [g.yaml]\n",
+			"app/g.yaml": "apiVersion: builtin\nkind: HelmChartInflationGenerator\nmetadata: {name: c}\nname: x\n"}, "HelmChartInflationGenerator"},
+		// A block scalar is no inline configuration among resources.
+		"remote resource in a block scalar": {map[string]string{"app/kustomization.yaml": "resources:\n- |\n  https://example.com/x.yaml\n"},
+			"is remote"},
 		"broken patch": {map[string]string{"app/kustomization.yaml": "resources: [cm.yaml]\npatches: [{path: fix.yaml}]\n", "app/cm.yaml": cm,
 			"app/fix.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a\n"}, "fix.yaml"},
 		"patch of nothing": {map[string]string{"app/kustomization.yaml": "resources: [cm.yaml]\npatches: [{path: fix.yaml}]\n", "app/cm.yaml": cm,
