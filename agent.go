@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +48,10 @@ import (
 
 // defaultGCPercent is the agent's GOGC unless the environment sets one.
 const defaultGCPercent = 50
+
+// maxVerbosity is the highest log level: client-go logs request and
+// response bodies from 8 on.
+const maxVerbosity = 7
 
 type agentFlags struct {
 	kubeconfig, sourceKubeconfig string
@@ -126,9 +131,15 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.IntVar(&f.maxBundleObjects, "max-bundle-objects", manifests.DefaultLimits.Objects, "most documents one Bundle may render to; a Bundle with more is not applied and says so")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
-	fs.Var(klogFlags.Lookup("v").Value, "v", "log verbosity")
+	fs.Var(klogFlags.Lookup("v").Value, "v", fmt.Sprintf("log verbosity, at most %d", maxVerbosity))
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if v, _ := strconv.Atoi(klogFlags.Lookup("v").Value.String()); v > maxVerbosity {
+		// From 8 on, client-go logs request and response bodies: the
+		// applies of Secrets, with their values.
+		_ = klogFlags.Lookup("v").Value.Set(strconv.Itoa(maxVerbosity))
+		fmt.Fprintf(stderr, "agent: -v %d lowered to %d: higher levels log request bodies, Secret values among them\n", v, maxVerbosity)
 	}
 	if f.sourceKubeconfig != "" {
 		if errs := validation.IsDNS1123Subdomain(f.clusterName); len(errs) > 0 {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -171,5 +172,16 @@ func BenchmarkCacheBytesPerObject(b *testing.B) {
 				b.ReportMetric(per/stock, "×stock")
 			}
 		})
+	}
+}
+
+// TestSecretsAreWatchedAsMetadataOnly: the informers hold no Secret's
+// data — only metadata, managedFields among it (field names, never
+// values) — so that the agent's caches never hold a Secret whole.
+func TestSecretsAreWatchedAsMetadataOnly(t *testing.T) {
+	for _, gvr := range []schema.GroupVersionResource{{Version: "v1", Resource: "secrets"}, {Version: "v1", Resource: "configmaps"}} {
+		if NeedsStatus(gvr) {
+			t.Errorf("%s would be watched whole", gvr.Resource)
+		}
 	}
 }
