@@ -118,7 +118,9 @@ func New(opts Options) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}
-	target, err := NewClients(tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst))
+	cfg := tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst)
+	withServerWait(cfg)
+	target, err := NewClients(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("target cluster: %w", err)
 	}

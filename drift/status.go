@@ -9,8 +9,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/manifests"
@@ -45,16 +43,16 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 	if equalJSON(status, b.Status) {
 		return nil
 	}
-	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
+	// The whole status, replaced by a JSON patch without a resource
+	// version: the agent is its only writer, and an update's precondition
+	// failed again and again while a flood of edits kept the Bundle cache
+	// a step behind.
+	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": status}})
 	if err != nil {
 		return err
 	}
-	out := u.DeepCopy()
-	if err := unstructured.SetNestedField(out.Object, content, "status"); err != nil {
-		return err
-	}
 	_, err = c.sourceClient().Resource(manifests.BundleGVR).Namespace(key.Namespace).
-		UpdateStatus(ctx, out, metav1.UpdateOptions{FieldManager: c.applier.FieldManager()})
+		Patch(ctx, key.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: c.applier.FieldManager()}, "status")
 	if err != nil {
 		return fmt.Errorf("bundle %s: status update: %w", key, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	_ "embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,6 +99,10 @@ type Cluster struct {
 	// StopAPIServer and StartAPIServer.
 	apiArgs   []string
 	apiserver *process
+	// etcdArgs, etcdURL and etcd: for KillEtcd and StartEtcd.
+	etcdArgs []string
+	etcdURL  string
+	etcd     *process
 
 	mu    sync.Mutex
 	procs []*process // in start order; stopped in reverse
@@ -151,16 +157,19 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	etcdPeer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	c.Host = "https://127.0.0.1:" + strconv.Itoa(ports[2])
 
-	etcd, err := c.start("etcd", "--name=default", "--data-dir="+filepath.Join(c.Dir, "etcd"),
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+etcdPeer, "--initial-advertise-peer-urls="+etcdPeer,
-		"--initial-cluster=default="+etcdPeer,
+	c.etcdURL = etcdURL
+	c.etcdArgs = []string{"--name=default", "--data-dir=" + filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls=" + etcdURL, "--advertise-client-urls=" + etcdURL,
+		"--listen-peer-urls=" + etcdPeer, "--initial-advertise-peer-urls=" + etcdPeer,
+		"--initial-cluster=default=" + etcdPeer,
 		// Test data is disposable: fsync only slows every write.
 		"--unsafe-no-fsync", "--quota-backend-bytes=8589934592",
-		"--log-level=warn")
+		"--log-level=warn"}
+	etcd, err := c.start("etcd", c.etcdArgs...)
 	if err != nil {
 		return nil, err
 	}
+	c.etcd = etcd
 	if err := waitHTTP(ctx, etcd, http.DefaultClient, etcdURL+"/health", "", `"health":"true"`); err != nil {
 		return nil, fmt.Errorf("etcd not healthy: %w", err)
 	}
@@ -310,6 +319,98 @@ func (c *Cluster) StopAPIServer() error {
 		return nil
 	}
 	return p.stop(15 * time.Second)
+}
+
+// KillAPIServer kills kube-apiserver with SIGKILL, as a crash would, and
+// returns once it is reaped; StartAPIServer starts it again.
+func (c *Cluster) KillAPIServer() error {
+	c.mu.Lock()
+	p := c.apiserver
+	c.apiserver = nil
+	c.mu.Unlock()
+	return c.kill(p)
+}
+
+// KillEtcd kills etcd with SIGKILL; StartEtcd starts it again on the same
+// data.
+func (c *Cluster) KillEtcd() error {
+	c.mu.Lock()
+	p := c.etcd
+	c.etcd = nil
+	c.mu.Unlock()
+	return c.kill(p)
+}
+
+// StartEtcd starts etcd (again, after KillEtcd) on the same data and
+// port, and returns once it is healthy.
+func (c *Cluster) StartEtcd(ctx context.Context) error {
+	etcd, err := c.start("etcd", c.etcdArgs...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.etcd = etcd
+	c.mu.Unlock()
+	return waitHTTP(ctx, etcd, http.DefaultClient, c.etcdURL+"/health", "", `"health":"true"`)
+}
+
+// CompactEtcd compacts etcd's history up to its current revision (through
+// etcd's JSON gateway) and returns that revision: watches from an older
+// resource version then get 410 Gone.
+func (c *Cluster) CompactEtcd(ctx context.Context) (int64, error) {
+	post := func(path, body string, out any) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.etcdURL+path, strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("etcd %s: %s: %s", path, resp.Status, b)
+		}
+		return json.Unmarshal(b, out)
+	}
+	var status struct {
+		Header struct {
+			Revision string `json:"revision"`
+		} `json:"header"`
+	}
+	if err := post("/v3/kv/range", `{"key":"AA=="}`, &status); err != nil {
+		return 0, err
+	}
+	rev, err := strconv.ParseInt(status.Header.Revision, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("etcd revision %q: %w", status.Header.Revision, err)
+	}
+	var done struct{}
+	if err := post("/v3/kv/compaction", fmt.Sprintf(`{"revision":"%d","physical":true}`, rev), &done); err != nil {
+		return 0, err
+	}
+	return rev, nil
+}
+
+// kill SIGKILLs a component and forgets it.
+func (c *Cluster) kill(p *process) error {
+	if p == nil {
+		return nil
+	}
+	c.mu.Lock()
+	c.procs = slices.DeleteFunc(c.procs, func(q *process) bool { return q == p })
+	c.mu.Unlock()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) // ESRCH: already gone
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return errors.New(p.name + " did not exit after SIGKILL")
+	}
 }
 
 // RotateToken gives user a new bearer token and revokes the old one: the
