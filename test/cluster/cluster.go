@@ -680,6 +680,23 @@ func (c *Cluster) Namespace(t interface {
 	return name
 }
 
+// ControllersAnswer waits until the controllers work again after a fault
+// (a namespace gets its default ServiceAccount from the controller
+// manager, whose informers back off while the API server or etcd is
+// away), so that the next test finds a working cluster.
+func (c *Cluster) ControllersAnswer(ctx context.Context, timeout time.Duration) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-"}}
+	ns, err := c.admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.admin.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns.Name, metav1.DeleteOptions{}) }()
+	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		_, err := c.admin.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+}
+
 // logTails returns the last n lines of every component's log.
 func (c *Cluster) logTails(n int) string {
 	c.mu.Lock()

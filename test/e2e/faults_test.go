@@ -108,6 +108,16 @@ func sameObjects(t *testing.T, ns string, before map[string]types.UID) {
 // client-go's retries to back off (800 ms doubling), as a real restart is.
 const outage = 10 * time.Second
 
+// controllersRecover makes the test wait, at its end, until the control
+// plane's controllers work again after the fault it made.
+func controllersRecover(t *testing.T) {
+	t.Cleanup(func() {
+		if err := cp.ControllersAnswer(context.WithoutCancel(t.Context()), 3*time.Minute); err != nil {
+			t.Errorf("the controller manager did not recover from the fault: %v", err)
+		}
+	})
+}
+
 // down lets a fault last d — its length, not a synchronisation — failing
 // the test if the agent exits meanwhile.
 func down(t *testing.T, a *agent, d time.Duration) {
@@ -124,6 +134,7 @@ func down(t *testing.T, a *agent, d time.Duration) {
 // made after the API server is back is reverted.
 func TestFaultAPIServerKilled(t *testing.T) {
 	ns, a := setup(t)
+	controllersRecover(t)
 	createBundle(t, ns, "cms", configMapsBundle(ns, "cm", 5))
 	waitBundle(t, ns, "cms", "Ready", ready)
 	before := ownedUIDs(t, ns)
@@ -152,6 +163,7 @@ func TestFaultAPIServerKilled(t *testing.T) {
 // recovery is reverted.
 func TestFaultEtcdKilled(t *testing.T) {
 	ns, a := setup(t)
+	controllersRecover(t)
 	createBundle(t, ns, "cms", configMapsBundle(ns, "cm", 5))
 	waitBundle(t, ns, "cms", "Ready", ready)
 	before := ownedUIDs(t, ns)
@@ -189,6 +201,7 @@ func TestFaultEtcdKilled(t *testing.T) {
 // made after it is missed.
 func TestFaultWatchesExpire(t *testing.T) {
 	ns, a := setup(t, "-v", "4") // the reflectors log why a watch ended at 4
+	controllersRecover(t)
 	createBundle(t, ns, "cms", configMapsBundle(ns, "cm", 5))
 	waitBundle(t, ns, "cms", "Ready", ready)
 	before := ownedUIDs(t, ns)
