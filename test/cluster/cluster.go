@@ -690,7 +690,9 @@ func (c *Cluster) ControllersAnswer(ctx context.Context, timeout time.Duration) 
 	if err != nil {
 		return err
 	}
-	defer func() { _ = c.admin.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns.Name, metav1.DeleteOptions{}) }()
+	defer func() {
+		_ = c.admin.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), ns.Name, metav1.DeleteOptions{})
+	}()
 	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		_, err := c.admin.CoreV1().ServiceAccounts(ns.Name).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, nil
