@@ -56,6 +56,17 @@ subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
 	return tn
 }
 
+// rootBinding is a document, indented for a Bundle's resource, that binds
+// cluster-admin to the tenant's account cluster-wide.
+func rootBinding(ns string) string {
+	return fmt.Sprintf(`    apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {name: %[1]s-root}
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+    subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
+`, ns)
+}
+
 // failedWith waits until the Bundle reports the object failed with a
 // message containing every one of parts, and returns the Bundle.
 func failedWith(t *testing.T, ns, bundle, kind, objNS, name string, parts ...string) *manifests.Bundle {
@@ -105,12 +116,7 @@ resources:
     metadata: {name: %[1]s-planted, namespace: kube-system}
     data: {k: v}
     ---
-    apiVersion: rbac.authorization.k8s.io/v1
-    kind: ClusterRoleBinding
-    metadata: {name: %[1]s-root}
-    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
-    subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
-    ---
+`+rootBinding(ns)+`    ---
     apiVersion: v1
     kind: ConfigMap
     metadata: {name: extra}
@@ -177,12 +183,7 @@ resources:
     roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
     subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
     ---
-    apiVersion: rbac.authorization.k8s.io/v1
-    kind: ClusterRoleBinding
-    metadata: {name: %[1]s-root}
-    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
-    subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
-    ---
+`+rootBinding(ns)+`    ---
     apiVersion: v1
     kind: ConfigMap
     metadata: {name: fine}
