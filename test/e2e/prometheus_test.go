@@ -74,14 +74,31 @@ func TestPrometheusScrapesDashboardAndAlerts(t *testing.T) {
 		})
 	}
 	waitEvent(t, ns, "web", "FightDetected")
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil || len(pods.Items) == 0 {
-		t.Fatalf("pods of web: %v", err)
-	}
-	if _, err := client.CoreV1().Pods(ns).Patch(ctx, pods.Items[0].Name, types.MergePatchType,
-		[]byte(`{"metadata":{"labels":{"pod-container-running-failed.stage.kwok.x-k8s.io":"true"}}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// Crash a Pod of web that stays: the fight scaled the Deployment up,
+	// and a Pod being removed may be gone before the patch. So once the
+	// back-off has passed and web holds its 2 replicas again.
+	waitFor(t, "web back to 2 replicas", func() (bool, string) {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return *d.Spec.Replicas == 2 && d.Status.Replicas == 2, fmt.Sprintf("spec %d, status %d", *d.Spec.Replicas, d.Status.Replicas)
+	})
+	waitFor(t, "a Pod of web made to crash", func() (bool, string) {
+		pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil {
+				continue
+			}
+			_, err := client.CoreV1().Pods(ns).Patch(ctx, p.Name, types.MergePatchType,
+				[]byte(`{"metadata":{"labels":{"pod-container-running-failed.stage.kwok.x-k8s.io":"true"}}}`), metav1.PatchOptions{})
+			return err == nil, fmt.Sprint(err)
+		}
+		return false, fmt.Sprintf("%d Pods, all terminating", len(pods.Items))
+	})
 	waitEvent(t, ns, "web", "PodCrashed")
 
 	// A conflict: another manager holds a field, and this Bundle does not force.
