@@ -58,21 +58,7 @@ func TestDecode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			objs, errs := Decode(tt.resources)
-			var got []string
-			for _, o := range objs {
-				got = append(got, o.Source)
-			}
-			if strings.Join(got, ",") != strings.Join(tt.wantObjs, ",") {
-				t.Errorf("objects %q, want %q", got, tt.wantObjs)
-			}
-			if len(errs) != len(tt.wantErrs) {
-				t.Fatalf("errors %v, want %d matching %q", errs, len(tt.wantErrs), tt.wantErrs)
-			}
-			for i, e := range errs {
-				if !strings.Contains(e.Error(), tt.wantErrs[i]) {
-					t.Errorf("error %d = %q, want it to contain %q", i, e, tt.wantErrs[i])
-				}
-			}
+			wantDecoded(t, objs, errs, tt.wantObjs, tt.wantErrs)
 		})
 	}
 	if _, errs := Decode(nil); len(errs) != 1 || !errors.Is(errs[0], ErrEmptyBundle) {
@@ -136,5 +122,26 @@ func TestDecodeAtFindsWhatDecodeFound(t *testing.T) {
 	}
 	if _, err := DecodeAt(resources, Locator{Resource: 0, Doc: 99, Item: -1}); err == nil {
 		t.Error("a missing document was found")
+	}
+}
+
+// wantDecoded compares what a decode gave with the sources of the objects
+// and the parts of the errors wanted, in order.
+func wantDecoded(t *testing.T, objs []Object, errs []error, wantObjs, wantErrs []string) {
+	t.Helper()
+	var got []string
+	for _, o := range objs {
+		got = append(got, o.Source)
+	}
+	if strings.Join(got, ",") != strings.Join(wantObjs, ",") {
+		t.Errorf("objects %q, want %q", got, wantObjs)
+	}
+	if len(errs) != len(wantErrs) {
+		t.Fatalf("errors %v, want %d matching %q", errs, len(wantErrs), wantErrs)
+	}
+	for i, e := range errs {
+		if !strings.Contains(e.Error(), wantErrs[i]) {
+			t.Errorf("error %d = %.300q, want it to contain %q", i, e, wantErrs[i])
+		}
 	}
 }

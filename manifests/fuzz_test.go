@@ -102,21 +102,7 @@ func TestHostileDecodeInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			objs, errs := decodeWithin(t, []Resource{{Name: "hostile.yaml", Encoding: tt.encoding, Content: tt.content}})
-			var got []string
-			for _, o := range objs {
-				got = append(got, o.Source)
-			}
-			if strings.Join(got, ",") != strings.Join(tt.wantObjs, ",") {
-				t.Errorf("objects %q, want %q", got, tt.wantObjs)
-			}
-			if len(errs) != len(tt.wantErrs) {
-				t.Fatalf("errors %v, want %d matching %q", errs, len(tt.wantErrs), tt.wantErrs)
-			}
-			for i, e := range errs {
-				if !strings.Contains(e.Error(), tt.wantErrs[i]) {
-					t.Errorf("error %d = %.300q, want it to contain %q", i, e, tt.wantErrs[i])
-				}
-			}
+			wantDecoded(t, objs, errs, tt.wantObjs, tt.wantErrs)
 		})
 	}
 }
