@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -43,6 +44,7 @@ import (
 	"github.com/driftwatch/driftwatch/manifests/kustomize"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/tenancy"
 	"github.com/driftwatch/driftwatch/watch"
 )
 
@@ -56,6 +58,7 @@ const maxVerbosity = 7
 type agentFlags struct {
 	kubeconfig, sourceKubeconfig string
 	namespace                    string
+	bundleNamespaces             string
 	metricsAddr, healthAddr      string
 	fieldManager                 string
 	concurrency                  int
@@ -112,7 +115,8 @@ func runAgent(args []string, stderr io.Writer) int {
 	var f agentFlags
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the target cluster (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&f.sourceKubeconfig, "source-kubeconfig", "", "kubeconfig of the cluster that holds Bundles (default: the target)")
-	fs.StringVar(&f.namespace, "namespace", "driftwatch-system", "namespace whose Bundles are watched")
+	fs.StringVar(&f.namespace, "namespace", "driftwatch-system", "the agent's own namespace: its Bundles are watched, ApplySet parents and the leader Lease live there")
+	fs.StringVar(&f.bundleNamespaces, "bundle-namespaces", "", "further namespaces whose Bundles are watched, comma-separated, or * for all (tenants' namespaces; a Bundle always acts as a ServiceAccount of its own namespace, within its namespace's BundleRestrictions)")
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "address of /metrics")
 	fs.StringVar(&f.healthAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.StringVar(&f.fieldManager, "field-manager", "driftwatch", "server-side apply field manager")
@@ -126,7 +130,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	fs.DurationVar(&f.heartbeatPeriod, "heartbeat-period", 15*time.Second, "with --source-kubeconfig: how often the heartbeat Lease in the source namespace is renewed")
 	fs.StringVar(&f.chartCacheDir, "chart-cache-dir", defaultChartCacheDir(), "downloaded Helm charts, by digest")
 	fs.Int64Var(&f.chartCacheBytes, "chart-cache-bytes", 256<<20, "bound on the chart cache; the least recently used charts go first")
-	fs.StringVar(&f.defaultServiceAccount, "default-service-account", "", "ServiceAccount that Bundles without spec.serviceAccountName act as (impersonated, in their targetNamespace, else --namespace); the multi-tenant setting: no Bundle then acts with the agent's own rights")
+	fs.StringVar(&f.defaultServiceAccount, "default-service-account", "", "ServiceAccount that Bundles without spec.serviceAccountName (nor a BundleRestriction's default) act as, impersonated, in each Bundle's own namespace; the multi-tenant setting: no Bundle then acts with the agent's own rights")
 	fs.Int64Var(&f.maxBundleBytes, "max-bundle-bytes", manifests.DefaultLimits.Bytes, fmt.Sprintf("largest total decoded size (after base64 and gzip) of one Bundle's resources, at most %d; a larger Bundle is not rendered and says so", manifests.HardMaxBytes))
 	fs.IntVar(&f.maxBundleObjects, "max-bundle-objects", manifests.DefaultLimits.Objects, "most documents one Bundle may render to; a Bundle with more is not applied and says so")
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
@@ -151,6 +155,10 @@ func runAgent(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agent: --max-bundle-bytes must be 1..%d and --max-bundle-objects at least 1\n", manifests.HardMaxBytes)
 		return 2
 	}
+	if _, err := bundleNamespaces(f.bundleNamespaces); err != nil {
+		fmt.Fprintf(stderr, "agent: --bundle-namespaces: %v\n", err)
+		return 2
+	}
 	if f.defaultServiceAccount != "" {
 		if errs := validation.IsDNS1123Subdomain(f.defaultServiceAccount); len(errs) > 0 {
 			fmt.Fprintf(stderr, "agent: --default-service-account %q: %s\n", f.defaultServiceAccount, strings.Join(errs, "; "))
@@ -173,6 +181,36 @@ func runAgent(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// bundleNamespaces parses --bundle-namespaces: names, or "*" for all
+// (metav1.NamespaceAll).
+func bundleNamespaces(v string) ([]string, error) {
+	var out []string
+	for _, ns := range strings.Split(v, ",") {
+		switch ns = strings.TrimSpace(ns); {
+		case ns == "":
+		case ns == "*":
+			return []string{metav1.NamespaceAll}, nil
+		default:
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return nil, fmt.Errorf("%q: %s", ns, strings.Join(errs, "; "))
+			}
+			out = append(out, ns)
+		}
+	}
+	return out, nil
+}
+
+// whoAmI is the user name the agent authenticates as in the target
+// cluster (a SelfSubjectReview): Bundles that name its ServiceAccount are
+// refused.
+func whoAmI(ctx context.Context, kube kubernetes.Interface) (string, error) {
+	r, err := kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("who the agent is in the target cluster (SelfSubjectReview): %w", err)
+	}
+	return r.Status.UserInfo.Username, nil
 }
 
 // defaultChartCacheDir is under the user's cache directory, else the
@@ -206,18 +244,27 @@ func agent(ctx context.Context, f agentFlags) error {
 
 	opts := drift.DefaultOptions()
 	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
+	opts.BundleNamespaces, _ = bundleNamespaces(f.bundleNamespaces) // checked with the flags
+	user, err := whoAmI(ctx, target.Kube)
+	if err != nil {
+		return err
+	}
+	logger.Info("Acting in the target cluster as", "user", user)
+	opts.Tenancy = tenancy.Policy{DefaultServiceAccount: f.defaultServiceAccount, AgentUser: user}
 	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
 	opts.QueueMetrics = metrics.NewQueues(reg)
 	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
 	opts.TargetMetadata = target.Metadata
-	opts.Accounts = manifests.Accounts{Default: f.defaultServiceAccount, Namespace: f.namespace}
 	opts.ActAs = provider.Impersonate
 	opts.TargetEvents = target.Kube.EventsV1()
-	releases, err := helmrun.New(helmrun.Options{Target: target, Source: func() *clusters.Clients { c, _ := provider.Source(); return c },
-		Accounts: opts.Accounts, ActAs: provider.Impersonate,
-		Prepare: func(b types.NamespacedName, ns string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	var source func() *clusters.Clients // one cluster: credentials are read as the Bundle's account
+	if f.sourceKubeconfig != "" {
+		source = func() *clusters.Clients { c, _ := provider.Source(); return c }
+	}
+	releases, err := helmrun.New(helmrun.Options{Target: target, Source: source, ActAs: provider.Impersonate,
+		Prepare: func(b types.NamespacedName, spec *manifests.BundleSpec, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 			// The Target a sync of a Helm Bundle prepares with (drift's bundleState.target).
-			return applier.PrepareOne(obj, apply.Target{Set: ownership.NewSet(b, f.namespace), DefaultNamespace: ns})
+			return applier.PrepareChartObject(obj, apply.TargetOf(ownership.NewSet(b, f.namespace), spec))
 		},
 		FieldManager: f.fieldManager,
 		CacheDir:     f.chartCacheDir, CacheBytes: f.chartCacheBytes, Logger: logger.WithName("helm")})
@@ -354,7 +401,7 @@ func runElected(ctx context.Context, client kubernetes.Interface, f agentFlags, 
 		return err
 	}
 	id := host + "_" + string(uuid.NewUUID())
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, f.namespace, "driftwatch-leader",
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, f.namespace, ownership.LeaderLease,
 		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
 	if err != nil {
 		return err

@@ -22,10 +22,12 @@ var layers = map[string][]string{
 	"metrics":             {},
 	"clusters":            {},
 	"ownership":           {"manifests"},
-	"apply":               {"ownership", "manifests"},
-	"watch":               {"ownership", "manifests"},
-	"helmrun":             {"ownership", "manifests", "clusters"},
-	"drift":               {"apply", "watch", "helmrun", "metrics", "ownership", "manifests", "clusters"},
+	// tenancy decides what a Bundle may do and as whom: pure, below drift.
+	"tenancy": {"manifests"},
+	"apply":   {"ownership", "manifests"},
+	"watch":   {"ownership", "manifests"},
+	"helmrun": {"ownership", "manifests", "clusters"},
+	"drift":   {"apply", "watch", "helmrun", "metrics", "ownership", "tenancy", "manifests", "clusters"},
 }
 
 // TestPackagesFollowTheLayers checks the layering with `go list -deps`;

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"sync"
@@ -103,15 +104,20 @@ func (a *Applier) KindFor(gvr schema.GroupVersionResource) string {
 // FieldManager returns the field manager the Applier applies as.
 func (a *Applier) FieldManager() string { return a.opts.FieldManager }
 
+// ErrUnknownKind is a kind the target cluster does not serve (yet: a CRD
+// of the same Bundle may bring it).
+var ErrUnknownKind = errors.New("unknown kind")
+
 // Resolve finds the resource of obj and settles its namespace: targetNS
 // forces every namespaced object there (and refuses cluster-scoped ones),
 // defaultNS fills in a namespace that the object does not name.
+
 func (a *Applier) Resolve(obj *unstructured.Unstructured, defaultNS, targetNS string) (schema.GroupVersionResource, error) {
 	gvk := obj.GroupVersionKind()
 	m, err := a.mapping(gvk)
 	if err != nil {
 		if meta.IsNoMatchError(err) {
-			return schema.GroupVersionResource{}, fmt.Errorf("unknown kind %s: no such resource in the target cluster", gvk)
+			return schema.GroupVersionResource{}, fmt.Errorf("%w %s: no such resource in the target cluster", ErrUnknownKind, gvk)
 		}
 		return schema.GroupVersionResource{}, err
 	}

@@ -1,6 +1,7 @@
 package apply
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"sync"
@@ -64,6 +65,18 @@ type Target struct {
 	DefaultNamespace, TargetNamespace string
 }
 
+// TargetOf is where the objects of a Bundle with this effective spec go:
+// targetNamespace forces every namespaced object into it; objects that
+// name no namespace go to defaultNamespace — for a Helm chart, to the
+// release's namespace, as Helm puts them.
+func TargetOf(set ownership.Set, spec *manifests.BundleSpec) Target {
+	t := Target{Set: set, DefaultNamespace: spec.DefaultNamespace, TargetNamespace: spec.TargetNamespace}
+	if spec.Helm != nil {
+		t.DefaultNamespace = spec.ReleaseNamespace()
+	}
+	return t
+}
+
 // Invalid is a rendered object that cannot be applied as it is.
 type Invalid struct {
 	Ref    manifests.ObjectRef
@@ -94,6 +107,21 @@ func (a *Applier) PrepareOne(obj *unstructured.Unstructured, t Target) (*unstruc
 	return d[0].Object()
 }
 
+// PrepareChartObject prepares one object of a Helm chart's release as
+// PrepareOne does. A kind the cluster does not serve yet (the chart's own
+// CRD brings it) is left as Helm rendered it — the sync that follows the
+// release reports it — unless it names a namespace that t does not allow.
+func (a *Applier) PrepareChartObject(obj *unstructured.Unstructured, t Target) (*unstructured.Unstructured, error) {
+	p, err := a.PrepareOne(obj, t)
+	if err == nil || !errors.Is(err, ErrUnknownKind) {
+		return p, err
+	}
+	if ns := obj.GetNamespace(); t.TargetNamespace != "" && ns != "" && ns != t.TargetNamespace {
+		return nil, fmt.Errorf("%s %s/%s: names namespace %q, but the bundle sets targetNamespace %q", obj.GetKind(), ns, obj.GetName(), ns, t.TargetNamespace)
+	}
+	return obj, nil
+}
+
 type preparer struct {
 	a    *Applier
 	t    Target
@@ -116,6 +144,10 @@ func (p *preparer) prepare(objs []manifests.Object) ([]Desired, []Invalid) {
 		if prev, dup := p.seen[ref]; dup {
 			invalid = append(invalid, Invalid{Ref: ref, Source: o.Source,
 				Err: fmt.Errorf("declared twice (also in %s); the first one is applied", prev)})
+			continue
+		}
+		if err := p.t.Set.Reserved(ref); err != nil {
+			invalid = append(invalid, Invalid{Ref: ref, Source: o.Source, Err: err})
 			continue
 		}
 		p.seen[ref] = o.Source

@@ -10,13 +10,14 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
 )
 
 // ClusterConfigMap, in the agent's namespace of the target cluster,
 // carries labels of the cluster: merged over --cluster-label (the
 // ConfigMap's win), watched, so that a label change renders every Bundle
 // again — and writes only the objects whose result changed.
-const ClusterConfigMap = "driftwatch-cluster"
+const ClusterConfigMap = ownership.ClusterConfigMap
 
 // clusterSyncTimeout bounds the wait for the ConfigMap's first list.
 const clusterSyncTimeout = time.Minute
@@ -72,7 +73,7 @@ func (c *Controller) setClusterLabels(extra map[string]string) {
 		return
 	}
 	c.logger.Info("Cluster labels changed; rendering every Bundle again", "labels", labels)
-	for _, obj := range c.src.Load().bundles.GetStore().List() {
+	for _, obj := range c.src.Load().bundles.list() {
 		if m, ok := obj.(metav1.Object); ok {
 			c.queue.Add(types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()})
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
+	"github.com/driftwatch/driftwatch/tenancy"
 	"github.com/driftwatch/driftwatch/watch"
 )
 
@@ -29,8 +30,12 @@ const Finalizer = "driftwatch.io/cleanup"
 
 // Options configure a Controller.
 type Options struct {
-	// Namespace is where Bundles are watched in the source cluster.
+	// Namespace is the agent's own namespace, where Bundles are watched
+	// in the source cluster (besides BundleNamespaces).
 	Namespace string
+	// BundleNamespaces are further namespaces whose Bundles are watched;
+	// metav1.NamespaceAll among them watches every namespace.
+	BundleNamespaces []string
 	// ParentNamespace is where ApplySet parents live in the target cluster.
 	ParentNamespace string
 	// Workers is the number of bundle sync workers.
@@ -67,11 +72,13 @@ type Options struct {
 	// TargetMetadata watches the objects that renders read (valuesFrom);
 	// nil: they are read at each render but not watched.
 	TargetMetadata metadata.Interface
-	// Accounts say which ServiceAccount a Bundle acts as; ActAs returns
-	// the target cluster's clients impersonating one (nil: Bundles that
-	// name one fail to sync, saying so).
-	Accounts manifests.Accounts
-	ActAs    func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
+	// Tenancy settles which ServiceAccount each Bundle acts as and what
+	// its namespace's BundleRestrictions allow; the controller lists the
+	// restrictions from the source cluster. ActAs returns the target
+	// cluster's clients impersonating an account (nil: Bundles that act as
+	// one fail to sync, saying so).
+	Tenancy tenancy.Policy
+	ActAs   func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
 	// TargetEvents writes the events about owned objects (drift,
 	// corrections, fights, crashes, prunes) in the target cluster,
 	// regarding each object; nil records them on the Bundle.
@@ -111,6 +118,9 @@ type Controller struct {
 	metrics  *metrics.Metrics
 	pipeline manifests.Pipeline
 	opts     Options
+	// policy admits Bundles (pipeline.Admit); its restrictions are the
+	// source cluster's, read through the controller.
+	policy tenancy.Policy
 
 	// src is the connection to the source cluster: the Bundle informer
 	// and the status and event writers. Replaced, whole, when the source
@@ -181,6 +191,10 @@ func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, 
 		statuses:   newQueue[types.NamespacedName]("status", opts.QueueMetrics),
 		crashQueue: newQueue[types.NamespacedName]("pod_crashes", opts.QueueMetrics),
 	}
+	c.policy = opts.Tenancy
+	c.policy.AgentNamespace = opts.Namespace
+	c.policy.Restrictions = c
+	c.pipeline.Admit = &c.policy
 	if opts.TargetEvents != nil {
 		c.objEvents = newObjectEvents(opts.TargetEvents, applier.FieldManager(), klog.Background())
 	}
@@ -272,14 +286,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// applierFor returns the Applier that reads and writes a Bundle's objects:
-// the agent's own, or one impersonating the ServiceAccount the Bundle acts
-// as. The agent's identity keeps only the watches, the ApplySet parents and
-// the status.
-func (c *Controller) applierFor(spec *manifests.BundleSpec) (*apply.Applier, error) {
-	sa, err := c.opts.Accounts.For(spec)
-	if err != nil || sa.Name == "" {
-		return c.applier, err
+// applierFor returns the Applier that reads and writes a Bundle's objects
+// with access: the agent's own, or one impersonating the ServiceAccount the
+// Bundle acts as. The agent's identity keeps only the watches, the ApplySet
+// parents and the status.
+func (c *Controller) applierFor(access manifests.Access) (*apply.Applier, error) {
+	sa := access.ServiceAccount
+	if access.Agent() {
+		return c.applier, nil
 	}
 	if c.opts.ActAs == nil {
 		return nil, fmt.Errorf("serviceAccountName %s: this agent cannot impersonate", sa)
@@ -288,12 +302,7 @@ func (c *Controller) applierFor(spec *manifests.BundleSpec) (*apply.Applier, err
 	if err != nil {
 		return nil, fmt.Errorf("serviceAccountName %s: %w", sa, err)
 	}
-	return c.applier.As(serviceAccountUser(sa), clients.Dynamic, clients.Metadata), nil
-}
-
-// serviceAccountUser is the user name a ServiceAccount authenticates as.
-func serviceAccountUser(sa types.NamespacedName) string {
-	return "system:serviceaccount:" + sa.Namespace + ":" + sa.Name
+	return c.applier.As(tenancy.ServiceAccountUser(sa), clients.Dynamic, clients.Metadata), nil
 }
 
 // Ready reports whether the Bundle cache has synced and the workers run.

@@ -53,8 +53,8 @@ func (c *Controller) waitingFor(key types.NamespacedName, b *manifests.Bundle) s
 // cachedBundles returns the cached Bundles of a namespace by name.
 func (c *Controller) cachedBundles(namespace string) map[string]*unstructured.Unstructured {
 	out := map[string]*unstructured.Unstructured{}
-	for _, obj := range c.src.Load().bundles.GetStore().List() {
-		if u, ok := obj.(*unstructured.Unstructured); ok && u.GetNamespace() == namespace {
+	for _, obj := range c.src.Load().bundles.inNamespace(namespace) {
+		if u, ok := obj.(*unstructured.Unstructured); ok {
 			out[u.GetName()] = u
 		}
 	}

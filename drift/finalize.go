@@ -35,19 +35,37 @@ func (c *Controller) ensureFinalizer(ctx context.Context, u *unstructured.Unstru
 // releases the Bundle.
 func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured, b *manifests.Bundle) error {
 	var act *apply.Applier
+	var access manifests.Access
+	refused := false
 	if b != nil {
 		// The Bundle's own account deletes its objects, as it applied
 		// them; a sync of this process may not have chosen it yet.
 		var err error
-		if act, err = c.applierFor(&b.Spec); err != nil {
+		access, err = c.pipeline.AccessFor(b, c.cluster())
+		var r *manifests.Refused
+		switch {
+		case errors.As(err, &r):
+			// The rules no longer allow it any account: only what a sync
+			// of this process admitted may clean up, as it applied.
+			refused = true
+			c.warn(key, "CleanupRefused", "%v; only objects this agent applied as the Bundle's account since it started are deleted", err)
+		case err != nil:
 			c.warn(key, "CleanupFailed", "%v", err)
 			return err
+		default:
+			if act, err = c.applierFor(access); err != nil {
+				c.warn(key, "CleanupFailed", "%v", err)
+				return err
+			}
 		}
 	}
 	c.mu.Lock()
 	s := c.states[key]
 	if s != nil && s.act == nil {
 		s.act = act
+	}
+	if refused && s != nil && s.act == nil {
+		s = nil // nothing applied as an admitted account: nothing to delete as one
 	}
 	var owned []apply.Desired
 	if s != nil {
@@ -59,9 +77,9 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 	}
 	c.mu.Unlock()
 	switch {
-	case b != nil && !b.Spec.KeepResourcesOnDelete && b.Spec.Helm != nil:
+	case b != nil && !b.Spec.KeepResourcesOnDelete && b.Spec.Helm != nil && !refused:
 		// Helm uninstalls its release: hooks run, resource policies hold.
-		if err := c.pipeline.Uninstall(ctx, b, c.cluster()); err != nil {
+		if err := c.pipeline.Uninstall(ctx, b, c.cluster(), access); err != nil {
 			c.warn(key, "UninstallFailed", "%v", err)
 			return err
 		}

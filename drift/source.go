@@ -2,17 +2,19 @@ package drift
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -28,49 +30,121 @@ import (
 // cluster provider hands out new clients. The target side — informers,
 // caches, applied state — does not depend on it.
 type source struct {
-	client      dynamic.Interface
-	bundles     cache.SharedIndexInformer
-	broadcaster record.EventBroadcaster
-	recorder    record.EventRecorder
-	cancel      context.CancelFunc
-	done        chan struct{} // closed when the informer has stopped
+	client dynamic.Interface
+	// bundles and restrictions are the Bundles and BundleRestrictions of
+	// the namespaces the agent watches.
+	bundles, restrictions *informerSet
+	broadcaster           record.EventBroadcaster
+	recorder              record.EventRecorder
+	cancel                context.CancelFunc
+	done                  chan struct{} // closed when the informers have stopped
 }
 
 // connect starts a connection on clients, running until ctx ends, and
-// returns it once its Bundle cache has synced; it gives up, and stops the
-// connection, when wait ends first.
+// returns it once its Bundle and BundleRestriction caches have synced; it
+// gives up, and stops the connection, when wait ends first.
 func (c *Controller) connect(ctx, wait context.Context, clients *clusters.Clients) (*source, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	src := &source{client: clients.Dynamic, cancel: cancel, done: make(chan struct{})}
-	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(clients.Dynamic, 0, c.opts.Namespace, nil)
-	src.bundles = factory.ForResource(manifests.BundleGVR).Informer()
+	namespaces := c.bundleNamespaces()
+	src.bundles = newInformerSet(clients.Dynamic, manifests.BundleGVR, namespaces)
+	src.restrictions = newInformerSet(clients.Dynamic, manifests.RestrictionGVR, namespaces)
 	// The source connection: lost on a watch error, back once the Bundle
 	// watch delivers again (after a re-list every Bundle is delivered anew)
 	// or a status write succeeds.
-	_ = src.bundles.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		if c.src.Load() == src { // a connection still syncing is not the one in use
-			c.metrics.SourceConnected.Set(0)
-		}
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	}) // fails only once the informer runs; it has not started
-	_, _ = src.bundles.AddEventHandler(c.bundleHandler(src)) // fails only once stopped
+	src.bundles.each(func(inf cache.SharedIndexInformer) {
+		_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+			if c.src.Load() == src { // a connection still syncing is not the one in use
+				c.metrics.SourceConnected.Set(0)
+			}
+			cache.DefaultWatchErrorHandler(ctx, r, err)
+		}) // fails only once the informer runs; it has not started
+		_, _ = inf.AddEventHandler(c.bundleHandler(src)) // fails only once stopped
+	})
+	src.restrictions.each(func(inf cache.SharedIndexInformer) {
+		_, _ = inf.AddEventHandler(c.restrictionHandler(src)) // fails only once stopped
+	})
 	src.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
 	src.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Kube.CoreV1().Events("")})
 	src.recorder = src.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.applier.FieldManager()})
 	go func() {
 		defer close(src.done)
-		defer utilruntime.HandleCrashWithContext(ctx)
-		src.bundles.RunWithContext(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { src.bundles.run(ctx) })
+		wg.Go(func() { src.restrictions.run(ctx) })
+		wg.Wait()
 	}()
 	waiting, stopWaiting := context.WithCancel(wait)
 	defer stopWaiting()
 	unlink := context.AfterFunc(ctx, stopWaiting) // the connection's end ends the wait too
 	defer unlink()
-	if !cache.WaitForCacheSync(waiting.Done(), src.bundles.HasSynced) {
+	if !cache.WaitForCacheSync(waiting.Done(), src.bundles.hasSynced, src.restrictions.hasSynced) {
 		src.stop()
-		return nil, fmt.Errorf("bundle informer did not sync: %w", context.Cause(waiting))
+		return nil, fmt.Errorf("bundle and bundlerestriction informers did not sync in namespaces %q: %w", namespaces, context.Cause(waiting))
 	}
 	return src, nil
+}
+
+// bundleNamespaces are the namespaces whose Bundles are watched: the
+// agent's own and those it is told to watch, or all (NamespaceAll).
+func (c *Controller) bundleNamespaces() []string {
+	out := []string{c.opts.Namespace}
+	for _, ns := range c.opts.BundleNamespaces {
+		if ns == metav1.NamespaceAll {
+			return []string{metav1.NamespaceAll}
+		}
+		if !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// Restrictions implements tenancy.RestrictionLister from the source
+// cluster's cache.
+func (c *Controller) Restrictions(namespace string) ([]manifests.BundleRestriction, error) {
+	src := c.src.Load()
+	if src == nil {
+		return nil, errors.New("the source cluster is not connected")
+	}
+	var out []manifests.BundleRestriction
+	for _, obj := range src.restrictions.inNamespace(namespace) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var r manifests.BundleRestriction
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+			return nil, fmt.Errorf("BundleRestriction %s/%s: %w", u.GetNamespace(), u.GetName(), err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// restrictionHandler syncs every Bundle of a namespace whose restrictions
+// changed, once src is the active connection.
+func (c *Controller) restrictionHandler(src *source) cache.ResourceEventHandler {
+	requeue := func(obj any) {
+		if c.src.Load() != src {
+			return
+		}
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		m, ok := obj.(metav1.Object)
+		if !ok {
+			return
+		}
+		for _, b := range src.bundles.inNamespace(m.GetNamespace()) {
+			c.enqueueBundle(b)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    requeue,
+		UpdateFunc: func(_, obj any) { requeue(obj) },
+		DeleteFunc: requeue,
+	}
 }
 
 // stop ends the connection and waits for its informer.
@@ -119,9 +193,8 @@ func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{
 // was not active yet. It returns the connection it replaced (nil at first).
 func (c *Controller) activate(src *source) *source {
 	old := c.src.Swap(src)
-	for _, key := range src.bundles.GetStore().ListKeys() {
-		ns, name, _ := cache.SplitMetaNamespaceKey(key)
-		c.queue.Add(types.NamespacedName{Namespace: ns, Name: name})
+	for _, obj := range src.bundles.list() {
+		c.enqueueBundle(obj)
 	}
 	return old
 }
@@ -209,11 +282,8 @@ func (c *Controller) enqueueBundle(obj any) {
 
 // cachedBundle returns the Bundle from the informer cache, nil if gone.
 func (c *Controller) cachedBundle(key types.NamespacedName) *unstructured.Unstructured {
-	obj, exists, err := c.src.Load().bundles.GetStore().GetByKey(key.String())
-	if err != nil || !exists {
-		return nil // the store's GetByKey never fails for a string key
-	}
-	return obj.(*unstructured.Unstructured)
+	u, _ := c.src.Load().bundles.get(key).(*unstructured.Unstructured)
+	return u
 }
 
 // bundleFromCache returns the Bundle from the informer cache, nil if gone.

@@ -95,6 +95,8 @@ type bundleState struct {
 	crashes map[types.NamespacedName]podCrashState
 	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
+	// refused says which rule refuses the Bundle (tenancy); "" when none.
+	refused string
 	// waiting says what the Bundle waits for (spec.dependsOn); "" when
 	// nothing.
 	waiting string
@@ -171,16 +173,12 @@ func (s *bundleState) has(ref manifests.ObjectRef) bool {
 }
 
 // corrects reports whether drift is corrected, not only reported.
-func (s *bundleState) corrects() bool { return !s.spec.Paused && !s.spec.Drift.DetectOnly() }
-
-// target is where the Bundle's objects go. A Helm chart's go where Helm
-// puts them: into the release's namespace when they name none.
-func (s *bundleState) target() apply.Target {
-	if s.spec.Helm != nil {
-		return apply.Target{Set: s.set, DefaultNamespace: s.spec.ReleaseNamespace()}
-	}
-	return apply.Target{Set: s.set, DefaultNamespace: s.spec.DefaultNamespace, TargetNamespace: s.spec.TargetNamespace}
+func (s *bundleState) corrects() bool {
+	return !s.spec.Paused && !s.spec.Drift.DetectOnly() && s.refused == ""
 }
+
+// target is where the Bundle's objects go (apply.TargetOf).
+func (s *bundleState) target() apply.Target { return apply.TargetOf(s.set, &s.spec) }
 
 // actor is the Applier of the Bundle's objects; own until a sync chose.
 // The caller holds c.mu.

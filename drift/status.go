@@ -73,6 +73,7 @@ func (c *Controller) snapshot(key types.NamespacedName) (statusInput, bool) {
 		paused: s.spec.Paused, detectOnly: s.spec.Drift.DetectOnly(), anyApplied: len(s.applied) > 0,
 		corrections: s.corrections, lastApplied: s.lastApplied, lastDrift: s.lastDrift,
 		bundleErrors:  append([]string(nil), s.bundleErrors...),
+		refused:       s.refused,
 		customization: s.spec.Customized.Name, waiting: s.waiting,
 		problems: make(map[manifests.ObjectRef]problem, len(s.problems)),
 		drifted:  make(map[manifests.ObjectRef]Finding, len(s.drifted)),

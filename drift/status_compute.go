@@ -25,6 +25,7 @@ type statusInput struct {
 	corrections              int64
 	lastApplied, lastDrift   time.Time
 	bundleErrors             []string
+	refused                  string
 	// customization is the target customization chosen; waiting, the
 	// dependencies a Bundle waits for.
 	customization, waiting string
@@ -196,6 +197,8 @@ func syncedCondition(in statusInput, items []manifests.ResourceStatus, sum manif
 		}
 	}
 	switch {
+	case in.refused != "":
+		set(manifests.ConditionSynced, false, "Refused", in.refused)
 	case in.waiting != "":
 		set(manifests.ConditionSynced, false, "DependencyNotReady", in.waiting)
 	case len(errs) > 0:

@@ -70,7 +70,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		}
 		return nil // else nothing to retry until an input changes
 	}
-	act, err := c.applierFor(&rendered.Spec)
+	act, err := c.applierFor(rendered.Access)
 	if err != nil {
 		c.renderFailed(s, err)
 		return nil
@@ -78,6 +78,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	c.mu.Lock()
 	s.spec = rendered.Spec
 	s.act = act
+	s.refused = ""
 	s.retryAfter = 0
 	c.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
@@ -194,10 +195,22 @@ func (c *Controller) stateFor(key types.NamespacedName, b *manifests.Bundle) (*b
 // renderFailed reports a Bundle that could not be rendered at all: what it
 // applied stays as it is, watched and corrected from the last render.
 func (c *Controller) renderFailed(s *bundleState, err error) {
+	var refused *manifests.Refused
+	isRefused := errors.As(err, &refused)
 	c.mu.Lock()
 	s.bundleErrors = []string{err.Error()}
+	if isRefused {
+		// Nothing of it is applied, and what it applied before is no
+		// longer corrected: that would act as an account it may no
+		// longer use. Drift is still reported.
+		s.refused = refused.Error()
+	}
 	c.mu.Unlock()
-	c.warn(s.key, "RenderFailed", "%v", err)
+	if isRefused {
+		c.warn(s.key, "Refused", "%v", err)
+	} else {
+		c.warn(s.key, "RenderFailed", "%v", err)
+	}
 	c.statuses.Add(s.key)
 }
 

@@ -13,8 +13,14 @@ import (
 	"time"
 )
 
-// chartCache keeps downloaded charts on disk by digest, within a bound on
-// their total size: the least recently used go first.
+// chartCache keeps downloaded charts on disk within a bound on their total
+// size, the least recently used going first. A chart is stored under the
+// sha256 of its bytes and verified against it on every read, so an entry
+// is what its name says whoever downloaded it: a repository that claims
+// another chart's digest gets a mismatch, never that chart's cache entry.
+// OCI charts are found through refs: registry/repository@manifest-digest
+// → the chart's sha256, so that one registry's claim never names another
+// registry's chart.
 type chartCache struct {
 	dir      string
 	maxBytes int64
@@ -22,7 +28,7 @@ type chartCache struct {
 }
 
 func newChartCache(dir string, maxBytes int64) (*chartCache, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "refs"), 0o700); err != nil {
 		return nil, fmt.Errorf("chart cache: %w", err)
 	}
 	return &chartCache{dir: dir, maxBytes: maxBytes}, nil
@@ -32,38 +38,77 @@ func newChartCache(dir string, maxBytes int64) (*chartCache, error) {
 // that Helm's registry client never reads a user's Docker config.
 func (c *chartCache) credentialsFile() string { return filepath.Join(c.dir, "registry-config.json") }
 
-// get returns the chart with digest, from disk or else through download,
-// and the digest it is stored under. An empty digest (an index without
-// one) is computed from the download. A download whose sha256 does not
-// match a sha256 digest is refused.
-func (c *chartCache) get(digest string, download func() ([]byte, error)) ([]byte, string, error) {
-	name := strings.TrimPrefix(digest, "sha256:")
-	if name != "" && !isHex(name) {
-		name = ""
+// getBySum returns the chart whose sha256 an index claims (hex, with or
+// without "sha256:"), from disk or else through download, and the digest
+// of what it returns. A download whose sha256 is not the claimed one is
+// refused; without a claim the download is not looked up, only kept.
+func (c *chartCache) getBySum(claimed string, download func() ([]byte, error)) ([]byte, string, error) {
+	want := strings.TrimPrefix(claimed, "sha256:")
+	if !isHex(want) {
+		want = ""
 	}
-	if name != "" {
-		if data, err := os.ReadFile(filepath.Join(c.dir, name+".tgz")); err == nil {
-			now := time.Now()
-			_ = os.Chtimes(filepath.Join(c.dir, name+".tgz"), now, now) // recently used
-			return data, "sha256:" + name, nil
+	if want != "" {
+		if data, ok := c.load(want); ok {
+			return data, "sha256:" + want, nil
 		}
 	}
 	data, err := download()
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256(data)
-	got := hex.EncodeToString(sum[:])
-	if name != "" && !strings.Contains(digest, "sha256:") && got != name {
-		// An index's digest is the archive's sha256; an OCI manifest
-		// digest is not, and is kept as the name.
-		return nil, "", fmt.Errorf("digest mismatch: the index says %s, the download is %s", name, got)
+	got := sum(data)
+	if want != "" && got != want {
+		return nil, "", fmt.Errorf("digest mismatch: the index says sha256:%s, the download is sha256:%s", want, got)
 	}
-	if name == "" {
-		name = got
+	c.store(got, data)
+	return data, "sha256:" + got, nil
+}
+
+// getByRef returns the chart that ref (registry/repository@digest) names,
+// from disk or else through download.
+func (c *chartCache) getByRef(ref string, download func() ([]byte, error)) ([]byte, error) {
+	refPath := filepath.Join(c.dir, "refs", sum([]byte(ref)))
+	if name, err := os.ReadFile(refPath); err == nil {
+		if data, ok := c.load(string(name)); ok {
+			return data, nil
+		}
 	}
-	c.store(name, data)
-	return data, "sha256:" + name, nil
+	data, err := download()
+	if err != nil {
+		return nil, err
+	}
+	got := sum(data)
+	c.store(got, data)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_ = writeFile(c.dir, refPath, []byte(got)) // a failure only costs a later download
+	return data, nil
+}
+
+// load reads the chart stored as name and verifies that its bytes are
+// what the name says; an entry that is not (a corrupt or planted file) is
+// removed.
+func (c *chartCache) load(name string) ([]byte, bool) {
+	if !isHex(name) {
+		return nil, false
+	}
+	path := filepath.Join(c.dir, name+".tgz")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	if sum(data) != name {
+		_ = os.Remove(path)
+		return nil, false
+	}
+	now := time.Now()
+	_ = os.Chtimes(path, now, now) // recently used
+	return data, true
+}
+
+func sum(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
 }
 
 func isHex(s string) bool {
@@ -71,26 +116,34 @@ func isHex(s string) bool {
 	return err == nil && len(s) == 64
 }
 
+// writeFile writes data to path through a temporary file in dir, so that
+// a reader never sees half of it.
+func writeFile(dir, path string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, ".download-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	tmp.Close()
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}
+
 // store writes a chart and evicts the least recently used beyond the
 // bound. A failure to write only costs a later download.
 func (c *chartCache) store(name string, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	tmp, err := os.CreateTemp(c.dir, ".download-*")
-	if err != nil {
-		return
+	if writeFile(c.dir, filepath.Join(c.dir, name+".tgz"), data) == nil {
+		c.evict()
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return
-	}
-	tmp.Close()
-	if err := os.Rename(tmp.Name(), filepath.Join(c.dir, name+".tgz")); err != nil {
-		os.Remove(tmp.Name())
-		return
-	}
-	c.evict()
 }
 
 // evict removes the least recently used charts until the rest fit.

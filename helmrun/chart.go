@@ -50,22 +50,27 @@ const maxIndexBytes = 64 << 20
 
 // loadChart loads the chart that spec.helm names: from the Bundle's
 // resources, from an HTTP(S) repository, or from an OCI registry.
-func (r *Releases) loadChart(ctx context.Context, spec *manifests.BundleSpec, creds *credentials) (*loaded, error) {
+// Credentials travel only to the repository's or registry's own host, and
+// over plain HTTP only when allowInsecure.
+func (r *Releases) loadChart(ctx context.Context, spec *manifests.BundleSpec, creds *credentials, allowInsecure bool) (*loaded, error) {
 	h := spec.Helm
 	switch {
 	case strings.HasPrefix(h.Chart, "oci://"):
 		if h.Repo != "" {
 			return nil, fmt.Errorf("spec.helm: chart %q is an OCI reference; repo must be empty", h.Chart)
 		}
-		return r.loadOCI(ctx, h, h.Chart, creds)
+		return r.loadOCI(ctx, h, h.Chart, creds, allowInsecure)
 	case strings.HasPrefix(h.Repo, "oci://"):
-		return r.loadOCI(ctx, h, strings.TrimSuffix(h.Repo, "/")+"/"+h.Chart, creds)
+		return r.loadOCI(ctx, h, strings.TrimSuffix(h.Repo, "/")+"/"+h.Chart, creds, allowInsecure)
 	case h.Repo != "":
-		return r.loadFromRepo(ctx, h, creds)
+		return r.loadFromRepo(ctx, h, creds, allowInsecure)
 	default:
 		return loadFromResources(spec.Resources, h.Chart)
 	}
 }
+
+// ErrPlainCredentials refuses to send credentials over plain HTTP.
+var ErrPlainCredentials = errors.New("credentials are never sent over plain HTTP unless a BundleRestriction allows insecure repositories")
 
 // loadFromResources loads a chart directory (resources named dir/...) or a
 // packaged chart (a resource named like the chart) of the Bundle.
@@ -143,13 +148,18 @@ func withoutIgnored(files []*archive.BufferedFile) ([]*archive.BufferedFile, err
 
 // loadFromRepo resolves the version constraint against the repository's
 // index and loads that chart, from the cache when its digest is there.
-func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, creds *credentials) (*loaded, error) {
+func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, creds *credentials, allowInsecure bool) (*loaded, error) {
 	client, err := httpClient(creds, false)
 	if err != nil {
 		return nil, err
 	}
+	repoURL, err := url.Parse(h.Repo)
+	if err != nil || (repoURL.Scheme != "https" && repoURL.Scheme != "http") || repoURL.Host == "" {
+		return nil, fmt.Errorf("spec.helm.repo %q: not an http(s):// or oci:// URL", h.Repo)
+	}
+	auth := authFor{creds: creds, host: repoURL.Host, allowInsecure: allowInsecure}
 	indexURL := strings.TrimSuffix(h.Repo, "/") + "/index.yaml"
-	body, err := fetch(ctx, client, indexURL, creds, maxIndexBytes)
+	body, err := fetch(ctx, client, indexURL, auth, maxIndexBytes)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", h.Repo, err)
 	}
@@ -172,8 +182,8 @@ func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, cred
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: %w", h.Repo, err)
 	}
-	data, digest, err := r.cache.get(cv.Digest, func() ([]byte, error) {
-		return fetch(ctx, client, chartURL, creds, archive.MaxDecompressedChartSize)
+	data, digest, err := r.cache.getBySum(cv.Digest, func() ([]byte, error) {
+		return fetch(ctx, client, chartURL, auth, archive.MaxDecompressedChartSize)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chart %s %s: %w", cv.Name, cv.Version, err)
@@ -187,7 +197,10 @@ func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, cred
 
 // loadOCI resolves the version constraint against the registry's tags and
 // loads that chart, from the cache when its manifest digest is there.
-func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef string, creds *credentials) (*loaded, error) {
+func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef string, creds *credentials, allowInsecure bool) (*loaded, error) {
+	if h.Insecure && creds != nil && creds.username != "" && !allowInsecure {
+		return nil, fmt.Errorf("registry %s with insecure: %w", chartRef, ErrPlainCredentials)
+	}
 	client, err := httpClient(creds, h.Insecure)
 	if err != nil {
 		return nil, err
@@ -226,10 +239,17 @@ func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef 
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", ref, err)
 	}
-	data, _, err := r.cache.get(desc, func() ([]byte, error) {
-		res, err := withContext(ctx, func() (*registry.PullResult, error) { return rc.Pull(ref) })
+	// Pulled by the digest just resolved (a tag may move meanwhile), and
+	// cached under registry/repository@digest: another registry that
+	// claims the same digest does not share the entry.
+	byDigest := untagged(ref) + "@" + desc
+	data, err := r.cache.getByRef(byDigest, func() ([]byte, error) {
+		res, err := withContext(ctx, func() (*registry.PullResult, error) { return rc.Pull(byDigest) })
 		if err != nil {
 			return nil, err
+		}
+		if res.Manifest == nil || res.Manifest.Digest != desc {
+			return nil, fmt.Errorf("pulled a manifest other than %s", desc)
 		}
 		return res.Chart.Data, nil
 	})
@@ -250,6 +270,18 @@ func tagOf(ref string) (string, bool) {
 		return last[i+1:], true
 	}
 	return "", strings.Contains(last, "@")
+}
+
+// untagged is an OCI reference without its tag or digest.
+func untagged(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	slash := strings.LastIndex(ref, "/")
+	if i := strings.LastIndex(ref, ":"); i > slash {
+		ref = ref[:i]
+	}
+	return ref
 }
 
 // withContext runs f, which takes no context (Helm's registry client),
@@ -275,7 +307,8 @@ func withContext[T any](ctx context.Context, f func() (T, error)) (T, error) {
 }
 
 // httpClient is a client for a repository or registry: the system's
-// roots plus the credentials' CA, and a timeout on every request.
+// roots plus the credentials' CA, and a timeout on every request. A
+// redirect to another host or scheme drops the credentials.
 func httpClient(creds *credentials, plain bool) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if creds != nil && len(creds.ca) > 0 && !plain {
@@ -288,12 +321,40 @@ func httpClient(creds *credentials, plain bool) (*http.Client, error) {
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t, Timeout: fetchTimeout}, nil
+	return &http.Client{Transport: t, Timeout: fetchTimeout, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if first := via[0].URL; req.URL.Host != first.Host || req.URL.Scheme != first.Scheme {
+			req.Header.Del("Authorization")
+		}
+		return nil
+	}}, nil
 }
 
-// fetch GETs url, with basic auth when there are credentials, reading at
-// most limit bytes.
-func fetch(ctx context.Context, client *http.Client, u string, creds *credentials, limit int64) ([]byte, error) {
+// authFor says which requests carry a repository's credentials: those to
+// its own host, over TLS unless allowInsecure.
+type authFor struct {
+	creds         *credentials
+	host          string
+	allowInsecure bool
+}
+
+// apply sets the credentials on req when they may go there.
+func (a authFor) apply(req *http.Request) error {
+	if a.creds == nil || a.creds.username == "" || req.URL.Host != a.host {
+		return nil // another host (an index may point anywhere) gets no credentials
+	}
+	if req.URL.Scheme != "https" && !a.allowInsecure {
+		return fmt.Errorf("GET %s: %w", req.URL.Redacted(), ErrPlainCredentials)
+	}
+	req.SetBasicAuth(a.creds.username, a.creds.password)
+	return nil
+}
+
+// fetch GETs url, with the credentials that may go there, reading at most
+// limit bytes.
+func fetch(ctx context.Context, client *http.Client, u string, auth authFor, limit int64) ([]byte, error) {
 	if _, err := url.Parse(u); err != nil {
 		return nil, err
 	}
@@ -301,8 +362,8 @@ func fetch(ctx context.Context, client *http.Client, u string, creds *credential
 	if err != nil {
 		return nil, err
 	}
-	if creds != nil && creds.username != "" {
-		req.SetBasicAuth(creds.username, creds.password)
+	if err := auth.apply(req); err != nil {
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -7,10 +7,12 @@ import (
 	"regexp"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/ownership"
 )
 
 // Helm's own metadata on a release's objects (setMetadataVisitor), which
@@ -33,7 +35,10 @@ const (
 // prepares it (Options.Prepare), so that Helm's server-side apply and a
 // later correction write the same fields as the same manager.
 type stamper struct {
-	prepare            func(*unstructured.Unstructured) (*unstructured.Unstructured, error)
+	prepare func(*unstructured.Unstructured) (*unstructured.Unstructured, error)
+	// owner reads an object's metadata as it is in the cluster (nil: it
+	// does not exist), read as the Bundle's account.
+	owner                               func(*unstructured.Unstructured) (metav1.Object, error)
 	release, namespace string
 }
 
@@ -58,9 +63,17 @@ func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
 			a[manifests.KeepAnnotation] = "true"
 			obj.SetAnnotations(a)
 		}
-		if p, err := s.prepare(obj); err == nil {
-			obj = p
-		} // else left as it is: the sync's Prepare reports why
+		// An object that cannot be prepared fails the release: left as
+		// rendered it would escape targetNamespace, or write what the
+		// agent relies on, or carry no ownership.
+		p, err := s.prepare(obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		obj = p
+		if err := s.admit(obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
 		ann = obj.GetAnnotations()
 		if ann == nil {
 			ann = map[string]string{}
@@ -77,6 +90,29 @@ func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
 		out.Write(y)
 	}
 	return out, nil
+}
+
+// admit refuses an object that another Bundle owns, as a sync refuses it:
+// Helm's takeOwnership (and spec.adopt) take over objects nobody owns,
+// never another Bundle's.
+func (s *stamper) admit(obj *unstructured.Unstructured) error {
+	ours, stamped := obj.GetLabels()[ownership.PartOfLabel]
+	if s.owner == nil || !stamped {
+		return nil
+	}
+	existing, err := s.owner(obj)
+	if err != nil || existing == nil {
+		return err
+	}
+	partOf, ok := existing.GetLabels()[ownership.PartOfLabel]
+	if !ok || partOf == ours {
+		return nil
+	}
+	owner := existing.GetAnnotations()[ownership.BundleAnnotation]
+	if owner == "" {
+		owner = partOf
+	}
+	return fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), &ownership.ErrOwnedByOther{Owner: owner})
 }
 
 // fileAnnotRE finds the template a post-renderer document came from.

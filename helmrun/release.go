@@ -21,6 +21,7 @@ import (
 	"helm.sh/helm/v4/pkg/storage"
 	"helm.sh/helm/v4/pkg/storage/driver"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -44,15 +45,18 @@ const OwnerLabel = "driftwatch.io/owner-bundle"
 type Options struct {
 	// Target is the cluster the releases live in.
 	Target *clusters.Clients
-	// Source returns the clients of the cluster the Bundles come from,
-	// where credentials Secrets live; nil means Target.
+	// Source returns the clients of the source cluster in upstream mode,
+	// where credentials Secrets live, read with the agent's source
+	// identity in the Bundle's own namespace; nil (one cluster): they are
+	// read from Target as the Bundle's account.
 	Source func() *clusters.Clients
 	// Prepare prepares one object of a Bundle's release exactly as a sync
-	// prepares it — namespace resolved (releaseNamespace when it names
-	// none), ownership labels stamped, hash annotated — and returns it:
-	// the post-renderer stamps a release's objects with it. Nil leaves
-	// them as Helm renders them.
-	Prepare func(bundle types.NamespacedName, releaseNamespace string, obj *unstructured.Unstructured) (*unstructured.Unstructured, error)
+	// prepares it — namespace resolved (apply.TargetOf: targetNamespace
+	// forced, else the release's namespace when it names none), reserved
+	// objects refused, ownership labels stamped, hash annotated — and
+	// returns it: the post-renderer stamps a release's objects with it.
+	// Nil leaves them as Helm renders them.
+	Prepare func(bundle types.NamespacedName, spec *manifests.BundleSpec, obj *unstructured.Unstructured) (*unstructured.Unstructured, error)
 	// FieldManager is the field manager of every write; Helm's
 	// process-wide kube.ManagedFieldsManager is set to it.
 	FieldManager string
@@ -63,12 +67,11 @@ type Options struct {
 	// Template only renders (driftwatch render and diff): no release is
 	// read or written and Target may be nil.
 	Template bool
-	// Accounts say which ServiceAccount a Bundle acts as; ActAs returns
-	// Target's clients impersonating one. A Bundle's release is then read,
-	// installed, upgraded and uninstalled, and its valuesFrom read, as
-	// that account.
-	Accounts manifests.Accounts
-	ActAs    func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
+	// ActAs returns Target's clients impersonating the ServiceAccount a
+	// Bundle acts as (Input.Access): its release is then read, installed,
+	// upgraded and uninstalled, its objects' owners read, and its
+	// valuesFrom and credentials read, as that account.
+	ActAs func(serviceAccount types.NamespacedName) (*clusters.Clients, error)
 }
 
 // Releases installs and upgrades Bundles' charts as Helm releases. As a
@@ -247,11 +250,11 @@ func (r *Releases) resolve(ctx context.Context, in manifests.Input) (*request, e
 	if h.MaxHistory != nil {
 		req.maxHist = *h.MaxHistory
 	}
-	creds, err := r.credentials(ctx, in)
+	creds, err := r.credentials(ctx, in, req.clients)
 	if err != nil {
 		return nil, err
 	}
-	if req.chart, err = r.loadChart(ctx, in.Spec, creds); err != nil {
+	if req.chart, err = r.loadChart(ctx, in.Spec, creds, in.Access.AllowInsecure); err != nil {
 		return nil, err
 	}
 	if req.values, err = r.values(ctx, in, req.clients); err != nil {
@@ -314,12 +317,12 @@ func (r *Releases) forgetRelease(id types.NamespacedName) {
 }
 
 // clientsFor returns the clients a Bundle's release operations use: the
-// target cluster's, or those impersonating the Bundle's ServiceAccount;
-// nil offline.
+// target cluster's, or those impersonating the account the Bundle acts as
+// (in.Access); nil offline.
 func (r *Releases) clientsFor(in manifests.Input) (*clusters.Clients, error) {
-	sa, err := r.opts.Accounts.For(in.Spec)
-	if err != nil || r.opts.Target == nil || sa.Name == "" {
-		return r.opts.Target, err
+	sa := in.Access.ServiceAccount
+	if r.opts.Target == nil || in.Access.Agent() {
+		return r.opts.Target, nil
 	}
 	if r.opts.ActAs == nil {
 		return nil, fmt.Errorf("serviceAccountName %s: this agent cannot impersonate", sa)
@@ -369,12 +372,14 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 			return nil, fmt.Errorf("release %s/%s: marking the interrupted revision %d failed: %w", req.ns, req.name, last.Version, err)
 		}
 	}
-	post := &stamper{release: req.name, namespace: req.ns, prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-		if r.opts.Prepare == nil {
-			return obj, nil
-		}
-		return r.opts.Prepare(req.in.Bundle, req.ns, obj)
-	}}
+	post := &stamper{release: req.name, namespace: req.ns,
+		prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+			if r.opts.Prepare == nil {
+				return obj, nil
+			}
+			return r.opts.Prepare(req.in.Bundle, req.in.Spec, obj)
+		},
+		owner: func(obj *unstructured.Unstructured) (metav1.Object, error) { return existing(ctx, req.clients, obj) }}
 	wait := kube.HookOnlyStrategy
 	if h.Wait || h.WaitForJobs {
 		wait = kube.StatusWatcherStrategy
@@ -465,13 +470,15 @@ func (r *Releases) Uninstall(ctx context.Context, in manifests.Input) error {
 }
 
 // credentials reads the Bundle's repository or registry credentials from
-// its namespace in the source cluster.
-func (r *Releases) credentials(ctx context.Context, in manifests.Input) (*credentials, error) {
+// its own namespace: as the Bundle's account (clients) in one cluster, with
+// the agent's source identity in upstream mode (the Secret is then in the
+// source cluster, where the account does not exist).
+func (r *Releases) credentials(ctx context.Context, in manifests.Input, clients *clusters.Clients) (*credentials, error) {
 	name := in.Spec.Helm.CredentialsSecret
 	if name == "" {
 		return nil, nil
 	}
-	src := r.opts.Target
+	src := clients
 	if r.opts.Source != nil {
 		src = r.opts.Source()
 	}
@@ -486,4 +493,31 @@ func (r *Releases) credentials(ctx context.Context, in manifests.Input) (*creden
 		return nil, fmt.Errorf("spec.helm.credentialsSecret %s/%s: %w", in.Bundle.Namespace, name, err)
 	}
 	return &credentials{username: string(sec.Data["username"]), password: string(sec.Data["password"]), ca: sec.Data["ca.crt"]}, nil
+}
+
+// existing returns the metadata of obj as it is in the cluster, read with
+// the Bundle's clients; nil when it does not exist or offline.
+func existing(ctx context.Context, clients *clusters.Clients, obj *unstructured.Unstructured) (metav1.Object, error) {
+	if clients == nil || clients.Mapper == nil {
+		return nil, nil
+	}
+	gvk := obj.GroupVersionKind()
+	m, err := clients.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, nil // a kind the chart itself brings: nothing exists yet
+	}
+	ri := clients.Metadata.Resource(m.Resource)
+	var got metav1.Object
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		got, err = ri.Namespace(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+	} else {
+		got, err = ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s %s: %w", gvk.Kind, obj.GetName(), err)
+	}
+	return got, nil
 }

@@ -77,6 +77,10 @@ type Input struct {
 	Cluster Cluster
 	// Limits are the pipeline's, filled in.
 	Limits Limits
+	// Access is what the Bundle may do and as whom (Pipeline.Admit):
+	// whatever the renderer reads or writes in a cluster, it does as
+	// Access.ServiceAccount.
+	Access Access
 }
 
 // An Uninstaller also removes what it installed when a Bundle is deleted
@@ -157,6 +161,8 @@ type Rendered struct {
 	// Released and Note are the Output's.
 	Released bool
 	Note     string
+	// Access is what the Bundle may do and as whom (Pipeline.Admit).
+	Access Access
 
 	source Source
 }
@@ -191,6 +197,9 @@ type Pipeline struct {
 	Overlays func(out *Output, resources []Resource, files []string) error
 	// Limits bound each Bundle; zero values are DefaultLimits'.
 	Limits Limits
+	// Admit settles what each Bundle may do and as whom before it is
+	// rendered; nil: every Bundle acts as the caller (render, diff).
+	Admit Admitter
 }
 
 // ErrNoHelm is a Helm Bundle rendered by a pipeline without Helm.
@@ -216,11 +225,16 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 	case r == nil:
 		return nil, ErrNoKustomize
 	}
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
+	access, err := p.admit(key, &spec)
+	if err != nil {
+		return nil, fmt.Errorf("bundle %s: %w", key, err)
+	}
 	limits := p.Limits.orDefault()
 	if err := checkSize(spec.Resources, limits.Bytes); err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
-	in := Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster, Limits: limits}
+	in := Input{Bundle: key, Spec: &spec, Cluster: cluster, Limits: limits, Access: access}
 	out, err := p.render(ctx, r, in)
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
@@ -238,7 +252,7 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 		Spec: spec, Objects: out.Objects, Errors: out.Errors,
 		Declared:   len(out.Objects) + len(out.Errors),
 		Generation: b.Generation, Hash: hex.EncodeToString(h.Sum(nil)[:16]),
-		Released: out.Released, Note: out.Note,
+		Released: out.Released, Note: out.Note, Access: access,
 		source: out.Source,
 	}, nil
 }
@@ -312,17 +326,40 @@ func (p Pipeline) renderer(spec *BundleSpec) Renderer {
 }
 
 // Uninstall removes what the renderer of b installed, where it installs
-// anything (a Helm release); other Bundles have nothing to uninstall.
-func (p Pipeline) Uninstall(ctx context.Context, b *Bundle, cluster Cluster) error {
-	spec, err := Effective(b.Spec, cluster)
-	if err != nil {
-		spec = b.Spec // an invalid customization must not keep a deleted Bundle's release installed
-	}
+// anything (a Helm release), acting as access says; other Bundles have
+// nothing to uninstall.
+func (p Pipeline) Uninstall(ctx context.Context, b *Bundle, cluster Cluster, access Access) error {
+	spec := p.effectiveForDelete(b, cluster)
 	u, ok := p.renderer(&spec).(Uninstaller)
 	if !ok {
 		return nil
 	}
-	return u.Uninstall(ctx, Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster})
+	return u.Uninstall(ctx, Input{Bundle: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, Spec: &spec, Cluster: cluster, Access: access})
+}
+
+// AccessFor is what a Bundle being deleted may do and as whom: what
+// Admit says of its effective spec for cluster.
+func (p Pipeline) AccessFor(b *Bundle, cluster Cluster) (Access, error) {
+	spec := p.effectiveForDelete(b, cluster)
+	return p.admit(types.NamespacedName{Namespace: b.Namespace, Name: b.Name}, &spec)
+}
+
+// effectiveForDelete is b's effective spec, or its own when a
+// customization is invalid: that must not keep a deleted Bundle's release
+// installed.
+func (p Pipeline) effectiveForDelete(b *Bundle, cluster Cluster) BundleSpec {
+	spec, err := Effective(b.Spec, cluster)
+	if err != nil {
+		return b.Spec
+	}
+	return spec
+}
+
+func (p Pipeline) admit(key types.NamespacedName, spec *BundleSpec) (Access, error) {
+	if p.Admit == nil {
+		return Access{}, nil
+	}
+	return p.Admit.Admit(key, spec)
 }
 
 // hashSpec feeds a spec into h: the resources' bytes as they are, the rest

@@ -2,13 +2,9 @@ package manifests
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Group and Version of the Bundle API.
@@ -39,10 +35,11 @@ type BundleSpec struct {
 	// cluster-scoped objects are then refused.
 	TargetNamespace string `json:"targetNamespace,omitempty"`
 	// ServiceAccountName makes every read and write of the Bundle's
-	// objects (apply, correction, prune, deletion) act as this
-	// ServiceAccount, impersonated: of the TargetNamespace, else of the
-	// agent's namespace. The agent's own identity then only watches and
-	// reports status.
+	// objects (apply, correction, prune, deletion, Helm releases, the
+	// Secrets and ConfigMaps its render reads) act as this ServiceAccount
+	// of the Bundle's own namespace, impersonated; never the agent's own
+	// account. The agent's own identity then only watches and reports
+	// status. Its namespace's BundleRestrictions may limit or default it.
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 	// Resources are the Bundle's files.
 	Resources []Resource `json:"resources,omitempty"`
@@ -182,41 +179,6 @@ func (s *BundleSpec) ReleaseNamespace() string {
 		return s.DefaultNamespace
 	}
 	return "default"
-}
-
-// Accounts settle which ServiceAccount a Bundle's objects are read and
-// written as.
-type Accounts struct {
-	// Default is the ServiceAccount of Bundles that name none; "" leaves
-	// them the agent's own identity.
-	Default string
-	// Namespace is the agent's namespace in the target cluster: the
-	// ServiceAccount's namespace when a Bundle sets no targetNamespace.
-	Namespace string
-}
-
-// For returns the ServiceAccount that a Bundle with this (effective) spec
-// acts as; a zero value means the agent itself. A name that cannot be a
-// ServiceAccount's is an error, never a user name to impersonate.
-func (a Accounts) For(s *BundleSpec) (types.NamespacedName, error) {
-	name := s.ServiceAccountName
-	if name == "" {
-		name = a.Default
-	}
-	if name == "" {
-		return types.NamespacedName{}, nil
-	}
-	ns := s.TargetNamespace
-	if ns == "" {
-		ns = a.Namespace
-	}
-	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
-		return types.NamespacedName{}, fmt.Errorf("serviceAccountName %q: %s", name, strings.Join(errs, "; "))
-	}
-	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-		return types.NamespacedName{}, fmt.Errorf("namespace of serviceAccountName %q: %q: %s", name, ns, strings.Join(errs, "; "))
-	}
-	return types.NamespacedName{Namespace: ns, Name: name}, nil
 }
 
 // Resource is one file of a Bundle.

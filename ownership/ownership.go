@@ -59,7 +59,7 @@ type Set struct {
 // NewSet returns the ApplySet of bundle, whose parent ConfigMap lives in
 // parentNamespace of the target cluster (the agent's own namespace).
 func NewSet(bundle Bundle, parentNamespace string) Set {
-	name := labelSafe("bundle-"+bundle.Namespace+"-"+bundle.Name, 253)
+	name := labelSafe(parentPrefix+bundle.Namespace+"-"+bundle.Name, 253)
 	return Set{Bundle: bundle, ParentNamespace: parentNamespace, ParentName: name,
 		ID: applySetID(name, parentNamespace, "ConfigMap", "")}
 }
@@ -206,4 +206,49 @@ func ParseGroupKinds(v string) []schema.GroupKind {
 // String formats a set for messages.
 func (s Set) String() string {
 	return fmt.Sprintf("%s (parent ConfigMap %s/%s)", s.ID, s.ParentNamespace, s.ParentName)
+}
+
+// Objects of the agent's own namespace that the agent relies on: no Bundle
+// may declare them, whatever account it acts as.
+const (
+	// ClusterConfigMap holds the cluster's labels for target
+	// customisations; writing it would re-render every Bundle.
+	ClusterConfigMap = "driftwatch-cluster"
+	// LeaderLease is the leader election's Lease.
+	LeaderLease = "driftwatch-leader"
+	// parentPrefix begins every ApplySet parent's name (NewSet).
+	parentPrefix = "bundle-"
+)
+
+// ErrReserved says a Bundle declares an object it may not: one the agent
+// relies on, or one in the agent's namespace while the Bundle lives in
+// another.
+type ErrReserved struct {
+	Ref    manifests.ObjectRef
+	Reason string
+}
+
+func (e *ErrReserved) Error() string { return e.Reason }
+
+// Reserved says why the set's Bundle may not declare ref (its namespace
+// settled), nil when it may. The agent's namespace (ParentNamespace) holds
+// the ApplySet parents of every Bundle, the cluster ConfigMap and the
+// leader Lease: no Bundle writes those, and only Bundles that live in that
+// namespace write anything there.
+func (s Set) Reserved(ref manifests.ObjectRef) error {
+	if ref.Namespace == "" || ref.Namespace != s.ParentNamespace {
+		return nil
+	}
+	if s.Bundle.Namespace != s.ParentNamespace {
+		return &ErrReserved{Ref: ref, Reason: fmt.Sprintf("namespace %s is the agent's own; only Bundles that live there may write to it", ref.Namespace)}
+	}
+	switch {
+	case ref.Group == "" && ref.Kind == "ConfigMap" && ref.Name == ClusterConfigMap:
+		return &ErrReserved{Ref: ref, Reason: fmt.Sprintf("ConfigMap %s/%s holds the cluster's labels for every Bundle; the agent's administrator writes it, no Bundle", ref.Namespace, ref.Name)}
+	case ref.Group == "" && ref.Kind == "ConfigMap" && strings.HasPrefix(ref.Name, parentPrefix):
+		return &ErrReserved{Ref: ref, Reason: fmt.Sprintf("ConfigMap names beginning with %q in %s are the Bundles' ApplySet parents (inventories); no Bundle writes them", parentPrefix, ref.Namespace)}
+	case ref.Group == "coordination.k8s.io" && ref.Kind == "Lease" && ref.Name == LeaderLease:
+		return &ErrReserved{Ref: ref, Reason: fmt.Sprintf("Lease %s/%s is the agent's leader election; no Bundle writes it", ref.Namespace, ref.Name)}
+	}
+	return nil
 }

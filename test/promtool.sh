@@ -50,14 +50,15 @@ echo "== copies for the monitoring component and the Helm chart"
 for pair in "$deploy/servicemonitor.yaml $deploy/components/monitoring/servicemonitor.yaml" \
 	"$deploy/prometheusrule.yaml $deploy/components/monitoring/prometheusrule.yaml" \
 	"$deploy/prometheus-rules.yaml charts/driftwatch/files/prometheus-rules.yaml" \
-	"$deploy/crd.yaml charts/driftwatch/crds/crd.yaml"; do
+	"$deploy/crd.yaml charts/driftwatch/crds/crd.yaml" \
+	"$deploy/crd-restriction.yaml charts/driftwatch/crds/crd-restriction.yaml"; do
 	set -- $pair
 	if ! cmp -s "$1" "$2"; then
 		echo "$2 differs from $1: cp $1 $2" >&2
 		exit 1
 	fi
 done
-echo "  SUCCESS: 4 copies equal their originals"
+echo "  SUCCESS: 5 copies equal their originals"
 
 echo "== runbook anchors"
 python3 - "$deploy/prometheus-rules.yaml" README.md <<'EOF'

@@ -108,9 +108,10 @@ func (e *env) stop(keep bool) {
 }
 
 func (e *env) setup(ctx context.Context, w *workload) error {
-	crd := manifests.CRD()
-	if _, err := e.dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "bench"}); err != nil {
-		return fmt.Errorf("bundle CRD: %w", err)
+	for _, crd := range manifests.CRDs() {
+		if _, err := e.dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "bench"}); err != nil {
+			return fmt.Errorf("CRD %s: %w", crd.GetName(), err)
+		}
 	}
 	names := []string{bundleNamespace, floorNS}
 	for ns := 0; ns < w.namespaces; ns++ {

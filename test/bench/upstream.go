@@ -85,10 +85,11 @@ func startUpstreamEnv(ctx context.Context, users []string, log io.Writer) (*upst
 		e.stop()
 		return nil, err
 	}
-	crd := manifests.CRD()
-	if _, err := e.upDyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "bench", Force: true}); err != nil {
-		e.stop()
-		return nil, err
+	for _, crd := range manifests.CRDs() {
+		if _, err := e.upDyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "bench", Force: true}); err != nil {
+			e.stop()
+			return nil, err
+		}
 	}
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := e.upDyn.Resource(manifests.BundleGVR).List(ctx, metav1.ListOptions{})

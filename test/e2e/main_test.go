@@ -79,13 +79,17 @@ func setupCRD(t *testing.T) {
 	ctx := t.Context()
 	if dyn == nil {
 		dyn = dynamic.NewForConfigOrDie(cp.Config(cluster.AdminUser))
-		crd := manifests.CRD()
-		_, err := dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "e2e", Force: true})
-		if err != nil {
-			t.Fatal(err)
+		for _, crd := range manifests.CRDs() {
+			_, err := dyn.Resource(crdGVR).Apply(ctx, crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "e2e", Force: true})
+			if err != nil {
+				t.Fatal(err)
+			}
 		}
-		waitFor(t, "the Bundle CRD to be served", func() (bool, string) {
+		waitFor(t, "the Bundle and BundleRestriction CRDs to be served", func() (bool, string) {
 			_, err := dyn.Resource(manifests.BundleGVR).List(ctx, metav1.ListOptions{})
+			if err == nil {
+				_, err = dyn.Resource(manifests.RestrictionGVR).List(ctx, metav1.ListOptions{})
+			}
 			return err == nil, fmt.Sprint(err)
 		})
 	}

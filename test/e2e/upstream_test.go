@@ -48,9 +48,10 @@ func startUpstream(t *testing.T, ns, user string) *upstream {
 		}
 	})
 	u := &upstream{c: c, dyn: dynamic.NewForConfigOrDie(c.Config(cluster.AdminUser)), user: user}
-	crd := manifests.CRD()
-	if _, err := u.dyn.Resource(crdGVR).Apply(t.Context(), crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "e2e", Force: true}); err != nil {
-		t.Fatal(err)
+	for _, crd := range manifests.CRDs() {
+		if _, err := u.dyn.Resource(crdGVR).Apply(t.Context(), crd.GetName(), crd, metav1.ApplyOptions{FieldManager: "e2e", Force: true}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := c.Client().CoreV1().Namespaces().Create(t.Context(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {

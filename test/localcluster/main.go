@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/driftwatch/driftwatch/test/cluster"
@@ -22,7 +23,7 @@ func main() {
 	nodes := flag.Int("nodes", 1, "number of kwok nodes")
 	dir := flag.String("dir", "", "directory for data, kubeconfigs and logs (default: a new temporary one, removed on exit)")
 	agent := flag.String("agent", "", "driftwatch binary to run against the cluster (none: only the control plane)")
-	crd := flag.String("crd", "manifests/deploy/crd.yaml", "the Bundle CRD, installed when -agent is set")
+	crd := flag.String("crd", "manifests/deploy/crd.yaml,manifests/deploy/crd-restriction.yaml", "the CRDs (comma-separated files), installed when -agent is set")
 	examples := flag.String("examples", "examples", "directory of example Bundles, applied when -agent is set")
 	flag.Parse()
 	if err := run(*nodes, *dir, *agent, *crd, *examples); err != nil {
@@ -60,10 +61,12 @@ The local control plane is up (started in %.1f s).
 
 	var agentDone chan error
 	if agent != "" {
-		if err := kubectl("apply", "--server-side", "-f", crd); err != nil {
-			return err
+		for _, f := range strings.Split(crd, ",") {
+			if err := kubectl("apply", "--server-side", "-f", f); err != nil {
+				return err
+			}
 		}
-		if err := kubectl("wait", "--for=condition=Established", "crd/bundles.driftwatch.io"); err != nil {
+		if err := kubectl("wait", "--for=condition=Established", "crd/bundles.driftwatch.io", "crd/bundlerestrictions.driftwatch.io"); err != nil {
 			return err
 		}
 		if err := kubectl("create", "namespace", "driftwatch-system"); err != nil {
