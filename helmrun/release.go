@@ -398,7 +398,9 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 		i.DisableOpenAPIValidation = true // the apply is validated by the server (fieldValidation=Strict)
 		i.PostRenderer, i.PostRenderStrategy = post, action.PostRenderStrategyNoHooks
 		i.Replace = last != nil
-		i.CreateNamespace = true
+		// Creating the namespace is a cluster-scoped write: only the agent
+		// makes it; a Bundle's account installs into a namespace that exists.
+		i.CreateNamespace = req.in.Access.Agent()
 		i.Description = "Install complete (driftwatch)"
 		rel, err = i.RunWithContext(ctx, req.chart.chart, req.values)
 	} else {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -61,7 +63,9 @@ func TestHelmChartsFromRepositoryAndRegistry(t *testing.T) {
 		packageChart(t, "web", v, dir)
 	}
 	files := http.FileServer(http.Dir(dir))
-	repoSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// TLS: credentials never travel over plain HTTP (unless a
+	// BundleRestriction allows it); the Secret carries the CA.
+	repoSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if u, p, ok := r.BasicAuth(); !ok || u != "dw" || p != "s3cret" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -77,7 +81,7 @@ func TestHelmChartsFromRepositoryAndRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := cp.Client().CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-auth"},
-		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret")}}, metav1.CreateOptions{}); err != nil {
+		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret"), "ca.crt": caOf(repoSrv)}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -116,7 +120,9 @@ func TestHelmChartsFromRepositoryAndRegistry(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, part)
 	}
 	waitBundle(t, ns, "nover", "an error naming the version", func(b *manifests.Bundle) bool { return synced(b, `version "^9"`) })
-	waitBundle(t, ns, "noauth", "an error naming the repository's answer", func(b *manifests.Bundle) bool { return synced(b, "401 Unauthorized") })
+	waitBundle(t, ns, "noauth", "an error naming the repository's answer", func(b *manifests.Bundle) bool {
+		return synced(b, "401 Unauthorized") || synced(b, "certificate")
+	})
 	cached, _ := filepath.Glob(filepath.Join(cache, "*.tgz"))
 	if len(cached) != 2 {
 		t.Errorf("chart cache holds %v, want the two charts installed", cached)
@@ -182,4 +188,76 @@ func TestHelm3ReleaseIsReadAndUpgraded(t *testing.T) {
 }
 
 // nopLogger silences the in-process registry's request log.
+// caOf is the PEM of a TLS test server's certificate: its own CA.
+func caOf(srv *httptest.Server) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+}
+
 func nopLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestCredentialsStayWithTheirRepository: a Bundle's repository
+// credentials are read as its account, go only to the repository's own
+// host — not to another host its index points at — and never over plain
+// HTTP unless a BundleRestriction allows it.
+func TestCredentialsStayWithTheirRepository(t *testing.T) {
+	ns, _ := setup(t, "--chart-cache-dir", t.TempDir())
+	dir := t.TempDir()
+	packageChart(t, "web", "1.0.0", dir)
+	var mu sync.Mutex
+	authSeen := map[string]int{} // server → requests that carried credentials
+	record := func(name string, next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				mu.Lock()
+				authSeen[name]++
+				mu.Unlock()
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	files := http.FileServer(http.Dir(dir))
+	charts := httptest.NewTLSServer(record("charts", files)) // another host: the index points here
+	defer charts.Close()
+	repoSrv := httptest.NewTLSServer(record("repo", files))
+	defer repoSrv.Close()
+	plain := httptest.NewServer(record("plain", files))
+	defer plain.Close()
+	index, err := repo.IndexDirectory(dir, charts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client().CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-auth"},
+		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret"), "ca.crt": caOf(repoSrv)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	createBundle(t, ns, "elsewhere", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
+		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL, CredentialsSecret: "repo-auth"}}))
+	waitBundle(t, ns, "elsewhere", "Ready", ready)
+	createBundle(t, ns, "plain", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
+		Helm: &manifests.HelmSpec{Chart: "web", Repo: plain.URL, CredentialsSecret: "repo-auth"}}))
+	refused(t, ns, "plain", "spec.helm.credentialsSecret", "plain HTTP")
+
+	// An account that may not read Secrets cannot have the agent read
+	// one for it.
+	deployerIn(t, ns)
+	createBundle(t, ns, "noread", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns, ServiceAccountName: "deployer",
+		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL, CredentialsSecret: "repo-auth"}}))
+	waitBundle(t, ns, "noread", "the Secret read refused", func(b *manifests.Bundle) bool {
+		c := condition(b, manifests.ConditionSynced)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, `cannot get resource "secrets"`) &&
+			strings.Contains(c.Message, "system:serviceaccount:"+ns+":deployer")
+	})
+
+	mu.Lock()
+	defer mu.Unlock()
+	if authSeen["repo"] == 0 {
+		t.Errorf("the repository never received the credentials (%v): the test proves nothing", authSeen)
+	}
+	if authSeen["charts"] != 0 || authSeen["plain"] != 0 {
+		t.Errorf("credentials sent to another host or over plain HTTP: %v", authSeen)
+	}
+}

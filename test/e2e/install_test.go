@@ -72,7 +72,7 @@ func TestInstallManifestsAndChartDryRun(t *testing.T) {
 		kubectl(t, "create", "namespace", "driftwatch-system")
 	}
 
-	for _, dir := range []string{"manifests/deploy", "manifests/overlays/narrow-rbac", "manifests/overlays/monitoring", "manifests/overlays/upstream-mode"} {
+	for _, dir := range []string{"manifests/deploy", "manifests/overlays/multi-tenant", "manifests/overlays/monitoring", "manifests/overlays/upstream-mode"} {
 		out := kubectl(t, "apply", "--dry-run=server", "-k", repoPath(dir))
 		if !strings.Contains(out, "deployment.apps/driftwatch") {
 			t.Errorf("kubectl apply -k %s --dry-run=server:\n%s", dir, out)
@@ -89,7 +89,7 @@ func TestInstallManifestsAndChartDryRun(t *testing.T) {
 		return string(out)
 	}
 	helm("lint", chart)
-	for _, set := range []string{"", "rbac.scope=narrow",
+	for _, set := range []string{"", "rbac.scope=tenant",
 		"upstream.enabled=true,clusterName=edge-1,clusterLabels.env=prod",
 		"monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true"} {
 		args := []string{"template", "dw", chart, "--namespace", "driftwatch-install"}
@@ -113,10 +113,15 @@ func TestInstallManifestsAndChartDryRun(t *testing.T) {
 
 // TestShippedRBACIsEnough runs the agent as a process with a token of the
 // manifests' own ServiceAccount (TokenRequest), under the wide RBAC of the
-// base and then the narrow variant: the core drift scenario passes under
-// both — applied, edited and deleted objects repaired, status written — and
-// under the narrow one a Bundle that would bind cluster-admin is refused by
-// the API server.
+// base and then the multi-tenant profile. Under both the core drift
+// scenario passes — applied, edited and deleted objects repaired, status
+// written. Under the multi-tenant one the Bundles live in a tenant's
+// namespace and act as its driftwatch-deployer, which that namespace lets
+// the agent impersonate: a Helm release installs, a Bundle that would bind
+// cluster-admin is refused by the API server, and a namespace that did not
+// onboard gives the agent no account to act as. (The agent watches the
+// test's namespaces, not every one as the profile's --bundle-namespaces=*
+// does: other tests' Bundles live in this cluster.)
 func TestShippedRBACIsEnough(t *testing.T) {
 	setupCRD(t)
 	kubectl(t, "apply", "-k", repoPath("manifests", "deploy"))
@@ -125,27 +130,56 @@ func TestShippedRBACIsEnough(t *testing.T) {
 		// The base runs its Deployment too (kwok fakes its pods); the test
 		// runs the agent itself, as a process.
 		_ = cp.Client().AppsV1().Deployments("driftwatch-system").Delete(ctx, "driftwatch", metav1.DeleteOptions{})
-		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
-		_ = cp.Client().RbacV1().ClusterRoles().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+		for _, name := range []string{"driftwatch", "driftwatch-impersonate-deployer"} {
+			_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{})
+			_ = cp.Client().RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{})
+		}
 	})
-	for _, variant := range []string{"wide", "narrow"} {
+	for _, variant := range []string{"wide", "multi-tenant"} {
 		t.Run(variant, func(t *testing.T) {
-			if variant == "narrow" {
-				kubectl(t, "apply", "-k", repoPath("manifests", "overlays", "narrow-rbac"))
-			}
 			ns := cp.Namespace(t)
+			args := []string{}
+			home := "driftwatch-system" // where the Bundles live
+			if variant == "multi-tenant" {
+				kubectl(t, "apply", "-k", repoPath("manifests", "overlays", "multi-tenant"))
+				applyYAML(t, fmt.Sprintf(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: driftwatch-deployer, namespace: %[1]s}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: driftwatch-deployer, namespace: %[1]s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{kind: ServiceAccount, name: driftwatch-deployer, namespace: %[1]s}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: driftwatch-impersonate-deployer, namespace: %[1]s}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: driftwatch-impersonate-deployer}
+subjects: [{kind: ServiceAccount, name: driftwatch, namespace: driftwatch-system}]
+`, ns))
+				home = ns
+			}
+			other := cp.Namespace(t) // not onboarded
+			args = append(args, "--bundle-namespaces", ns+","+other, "--default-service-account=driftwatch-deployer")
 			token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", "driftwatch-system"))
 			kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 			if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			startAgent(t, "driftwatch-system", "--kubeconfig", kubeconfig)
+			if variant == "wide" {
+				args = nil // the agent itself applies: the base's own setting
+			}
+			startAgent(t, "driftwatch-system", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+			cleanup := func(ns, name string) {
+				t.Cleanup(func() {
+					_ = dyn.Resource(manifests.BundleGVR).Namespace(ns).Delete(context.WithoutCancel(t.Context()), name, metav1.DeleteOptions{})
+				})
+			}
 			name := "rbac-" + variant
-			createBundle(t, "driftwatch-system", name, webBundle("defaultNamespace: "+ns))
-			t.Cleanup(func() {
-				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), name, metav1.DeleteOptions{})
-			})
-			waitBundle(t, "driftwatch-system", name, "Ready", ready)
+			createBundle(t, home, name, webBundle("defaultNamespace: "+ns))
+			cleanup(home, name)
+			waitBundle(t, home, name, "Ready", ready)
 			kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas=5")
 			kubectl(t, "delete", "-n", ns, "configmap/settings")
 			waitFor(t, "the scale and the deletion repaired", func() (bool, string) {
@@ -156,23 +190,21 @@ func TestShippedRBACIsEnough(t *testing.T) {
 				_, ok := configMap(t, ns, "settings")
 				return *d.Spec.Replicas == 2 && ok, fmt.Sprintf("replicas %d, settings present %v", *d.Spec.Replicas, ok)
 			})
-			waitBundle(t, "driftwatch-system", name, "corrections in the status", func(b *manifests.Bundle) bool {
+			waitBundle(t, home, name, "corrections in the status", func(b *manifests.Bundle) bool {
 				return ready(b) && b.Status.DriftCorrections >= 2
 			})
-			if variant != "narrow" {
+			if variant != "multi-tenant" {
 				return
 			}
 			// A Helm release: its records are Secrets, its capabilities
-			// come from discovery.
+			// come from discovery; all of it as the tenant's account.
 			chart := "chart-" + variant
-			createBundle(t, "driftwatch-system", chart, specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
+			createBundle(t, home, chart, specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
 				Resources: chartFiles(t, "web"), Helm: &manifests.HelmSpec{Chart: "web"}}))
-			t.Cleanup(func() {
-				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), chart, metav1.DeleteOptions{})
-			})
-			waitBundle(t, "driftwatch-system", chart, "Ready", ready)
+			cleanup(home, chart)
+			waitBundle(t, home, chart, "Ready", ready)
 			grab := "grab-" + variant
-			createBundle(t, "driftwatch-system", grab, `
+			createBundle(t, home, grab, `
 resources:
 - name: crb.yaml
   content: |
@@ -182,15 +214,23 @@ resources:
     roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
     subjects: [{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}]
 `)
-			t.Cleanup(func() {
-				_ = dyn.Resource(manifests.BundleGVR).Namespace("driftwatch-system").Delete(context.WithoutCancel(t.Context()), grab, metav1.DeleteOptions{})
-			})
-			b := waitBundle(t, "driftwatch-system", grab, "the ClusterRoleBinding refused", func(b *manifests.Bundle) bool {
+			cleanup(home, grab)
+			b := waitBundle(t, home, grab, "the ClusterRoleBinding refused", func(b *manifests.Bundle) bool {
 				c := condition(b, manifests.ConditionSynced)
-				return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "forbidden")
+				return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "forbidden") &&
+					strings.Contains(c.Message, "system:serviceaccount:"+ns+":driftwatch-deployer")
 			})
 			if _, err := cp.Client().RbacV1().ClusterRoleBindings().Get(t.Context(), ns+"-grab", metav1.GetOptions{}); err == nil {
-				t.Errorf("the narrow agent created a ClusterRoleBinding to cluster-admin; status %+v", b.Status)
+				t.Errorf("the multi-tenant agent created a ClusterRoleBinding to cluster-admin; status %+v", b.Status)
+			}
+			createBundle(t, other, "stranger", webBundle("defaultNamespace: "+other))
+			cleanup(other, "stranger")
+			waitBundle(t, other, "stranger", "the account the agent may not impersonate", func(b *manifests.Bundle) bool {
+				c := condition(b, manifests.ConditionSynced)
+				return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "impersonate")
+			})
+			if _, ok := configMap(t, other, "settings"); ok {
+				t.Error("a Bundle of a namespace that was not onboarded was applied")
 			}
 		})
 	}

@@ -48,7 +48,7 @@ Checks values that would render a broken agent; included by the Deployment.
 {{- if and .Values.upstream.enabled (not .Values.upstream.secretName) }}
 {{- fail "upstream.enabled=true needs upstream.secretName: the Secret that holds the source kubeconfig" }}
 {{- end }}
-{{- if not (has .Values.rbac.scope (list "cluster" "narrow")) }}
-{{- fail (printf "rbac.scope must be \"cluster\" or \"narrow\", not %q" (toString .Values.rbac.scope)) }}
+{{- if not (has .Values.rbac.scope (list "cluster" "tenant")) }}
+{{- fail (printf "rbac.scope must be \"cluster\" or \"tenant\", not %q" (toString .Values.rbac.scope)) }}
 {{- end }}
 {{- end }}
