@@ -154,7 +154,7 @@ func TestTenantsAreIsolated(t *testing.T) {
 	// there still may not declare the cluster ConfigMap or an ApplySet
 	// parent: those would re-render, or rewrite the inventory of, every
 	// Bundle.
-	createBundle(t, ns, "reserved", resourcesOf(configMapDoc("driftwatch-cluster", ""),
+	createBundle(t, ns, "reserved", "defaultNamespace: "+ns+"\n"+resourcesOf(configMapDoc("driftwatch-cluster", ""),
 		configMapDoc("bundle-"+teamA+"-own", ""), configMapDoc("fine", "")))
 	failedWith(t, ns, "reserved", "ConfigMap", ns, "driftwatch-cluster", "cluster's labels")
 	failedWith(t, ns, "reserved", "ConfigMap", ns, "bundle-"+teamA+"-own", "ApplySet parents")
