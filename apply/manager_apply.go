@@ -1,8 +1,8 @@
 package apply
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"

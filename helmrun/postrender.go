@@ -38,7 +38,7 @@ type stamper struct {
 	prepare func(*unstructured.Unstructured) (*unstructured.Unstructured, error)
 	// owner reads an object's metadata as it is in the cluster (nil: it
 	// does not exist), read as the Bundle's account.
-	owner                               func(*unstructured.Unstructured) (metav1.Object, error)
+	owner              func(*unstructured.Unstructured) (metav1.Object, error)
 	release, namespace string
 }
 

@@ -210,7 +210,7 @@ func TestHelmBundlesStayInTheirNamespaceAndTakeNothingOfOthers(t *testing.T) {
 	tn := cp.Namespace(t)
 
 	createBundle(t, ns, "escape", specYAML(t, manifests.BundleSpec{TargetNamespace: tn, Resources: chartWith(
-		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: "+ns+"-escape, namespace: kube-system}\ndata: {k: v}\n"),
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + ns + "-escape, namespace: kube-system}\ndata: {k: v}\n"),
 		Helm: &manifests.HelmSpec{Chart: "c"}}))
 	waitBundle(t, ns, "escape", "Ready", ready)
 	if _, ok := configMap(t, tn, ns+"-escape"); !ok {
@@ -221,7 +221,7 @@ func TestHelmBundlesStayInTheirNamespaceAndTakeNothingOfOthers(t *testing.T) {
 	}
 
 	createBundle(t, ns, "clusterwide", specYAML(t, manifests.BundleSpec{TargetNamespace: tn, Resources: chartWith(
-		"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: "+ns+"-wide}\nrules: []\n"),
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: " + ns + "-wide}\nrules: []\n"),
 		Helm: &manifests.HelmSpec{Chart: "c"}}))
 	waitBundle(t, ns, "clusterwide", "the release refused", func(b *manifests.Bundle) bool {
 		c := condition(b, manifests.ConditionSynced)
