@@ -32,8 +32,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
 	"github.com/driftwatch/driftwatch/apply"
@@ -390,52 +388,13 @@ func ensureNamespace(ctx context.Context, client dynamic.Interface, name, manage
 	return nil
 }
 
-// runElected runs run only while this process holds the leader Lease. When
-// the Lease is lost, run's context ends and runElected returns an error, so
-// that the process exits and its restart joins the election anew (the
-// controller's state is not meant to survive a lost leadership). On a
-// normal shutdown the Lease is released, so a standby takes over at once.
+// runElected runs run only while this process holds the leader Lease
+// driftwatch-leader of --namespace (clusters.RunElected).
 func runElected(ctx context.Context, client kubernetes.Interface, f agentFlags, run func(context.Context) error) error {
 	host, err := os.Hostname()
 	if err != nil {
 		return err
 	}
-	id := host + "_" + string(uuid.NewUUID())
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, f.namespace, ownership.LeaderLease,
-		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
-	if err != nil {
-		return err
-	}
-	started := make(chan struct{})
-	runDone := make(chan error, 1)
-	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   f.leaseDuration,
-		RenewDeadline:   f.leaseDuration * 2 / 3,
-		RetryPeriod:     max(f.leaseDuration/7, 200*time.Millisecond),
-		ReleaseOnCancel: true,
-		Name:            "driftwatch",
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) {
-				close(started)
-				klog.FromContext(ctx).Info("Leading", "identity", id)
-				runDone <- run(ctx)
-			},
-			OnStoppedLeading: func() {},
-		},
-	})
-	select {
-	case <-started:
-	default:
-		return nil // never led: ctx ended while standing by
-	}
-	// RunOrDie cancels the leader's context on its way out; wait for the
-	// controller to stop before saying why.
-	if err := <-runDone; err != nil {
-		return err
-	}
-	if ctx.Err() == nil {
-		return fmt.Errorf("leader election lost by %s", id)
-	}
-	return nil
+	return clusters.RunElected(ctx, client, clusters.ElectionOptions{Namespace: f.namespace, Name: ownership.LeaderLease,
+		Identity: host + "_" + string(uuid.NewUUID()), LeaseDuration: f.leaseDuration}, run)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/driftwatch/driftwatch/manifests"
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -175,6 +176,22 @@ func (a *Applier) Get(ctx context.Context, d Desired) (*unstructured.Unstructure
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Ref, err)
+	}
+	return obj, nil
+}
+
+// GetMetadata returns the metadata of the object ref of gvr, nil if it
+// does not exist.
+func (a *Applier) GetMetadata(ctx context.Context, gvr schema.GroupVersionResource, ref manifests.ObjectRef) (*metav1.PartialObjectMetadata, error) {
+	if a.metadata == nil {
+		return nil, fmt.Errorf("no metadata client")
+	}
+	obj, err := a.metadata.Resource(gvr).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
 	}
 	return obj, nil
 }

@@ -171,6 +171,9 @@ func LoadConfig(path string) (*rest.Config, clientcmd.ClientConfig, error) {
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = path
+	// No migration of ~/.kube/.kubeconfig: the agent writes nothing in
+	// HOME, which may not even be a directory it can read.
+	rules.MigrationRules = nil
 	raw := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil)
 	cfg, err := raw.ClientConfig()
 	if err != nil {

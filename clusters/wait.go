@@ -1,7 +1,6 @@
 package clusters
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -20,7 +19,7 @@ const (
 // withServerWait makes the GET requests of clients on cfg — the informers'
 // lists and watches among them — that find the API server not answering
 // (connection refused, reset or closed, a dial that fails) wait for it and
-// try again, polling a connection every 200 ms growing to 1 s, until it
+// try again, every 200 ms growing to 1 s, until it
 // answers or the request's context ends. An informer's reflector that sees
 // its list or watch fail instead backs off, doubling from 800 ms to 30 s:
 // after a 10 s outage of the API server it came back ~20 s late, and drift
@@ -45,26 +44,15 @@ func (w *serverWait) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err // the first error: what the caller would have had
 		case <-t.C:
 		}
-		if accepts(req.Context(), req.URL.Host) {
-			if resp, err = w.rt.RoundTrip(req); err == nil || !notAnswering(err) {
-				return resp, err
-			}
+		// The request itself, not a dial of the URL's host: that host may
+		// name no port (https://… of a managed cluster) or be reached
+		// through a proxy, and a dial of it would never succeed.
+		if resp, err = w.rt.RoundTrip(req); err == nil || !notAnswering(err) {
+			return resp, err
 		}
 		interval = min(interval*3/2, serverPollMax)
 		t.Reset(interval)
 	}
-}
-
-// accepts reports whether host accepts a TCP connection.
-func accepts(ctx context.Context, host string) bool {
-	ctx, cancel := context.WithTimeout(ctx, serverPollMax)
-	defer cancel()
-	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", host)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
 
 // notAnswering reports errors of a server that is down or unreachable,

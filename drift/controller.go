@@ -109,7 +109,7 @@ type SourceProvider interface {
 //
 // Lock order: Controller.mu before watch.Manager's lock. The controller
 // calls the watch manager (Get, Ensure, Stop) while holding mu; the watch
-// manager calls the controller's handlers (OnUpsert, OnDelete, OnPod)
+// manager calls the controller's handlers (OnUpsert, OnDelete, OnPod, OnPodDeleted)
 // without holding its own. No API call is made while mu is held.
 type Controller struct {
 	sources  SourceProvider

@@ -8,6 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
@@ -59,35 +60,31 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 			}
 		}
 	}
-	c.mu.Lock()
-	s := c.states[key]
-	if s != nil && s.act == nil {
-		s.act = act
+	s, err := c.finalState(ctx, key, act, refused)
+	if err != nil {
+		c.warn(key, "CleanupFailed", "%v", err)
+		return err
 	}
-	if refused && s != nil && s.act == nil {
-		s = nil // nothing applied as an admitted account: nothing to delete as one
-	}
-	var owned []apply.Desired
-	if s != nil {
-		for _, d := range s.desired {
-			owned = append(owned, d)
-		}
-		s.spec.Paused = true // no corrections while we clean up
-		s.releasing = true   // and no drift reported: the uninstall deletes
-	}
-	c.mu.Unlock()
 	switch {
+	case s == nil:
+		// Refused, and nothing applied as an admitted account by this
+		// process: its objects and inventory stay for an administrator.
 	case b != nil && !b.Spec.KeepResourcesOnDelete && b.Spec.Helm != nil && !refused:
 		// Helm uninstalls its release: hooks run, resource policies hold.
 		if err := c.pipeline.Uninstall(ctx, b, c.cluster(), access); err != nil {
 			c.warn(key, "UninstallFailed", "%v", err)
 			return err
 		}
-	case b != nil && !b.Spec.KeepResourcesOnDelete && s != nil:
-		if errs := c.pruneObjects(ctx, s, withoutKept(owned)); len(errs) > 0 {
-			return errors.Join(errs...)
-		}
-		if errs := c.pruneStrays(ctx, s, newPlan(nil)); len(errs) > 0 {
+	case b != nil && !b.Spec.KeepResourcesOnDelete:
+		c.mu.Lock()
+		refs := s.inv.With(refsOfMap(s.desired)...).Objects()
+		c.mu.Unlock()
+		if failed, errs := c.deleteMembers(ctx, s, refs); len(failed) > 0 {
+			// Still listed: the next try deletes them.
+			if err := c.writeInventory(ctx, s, ownership.NewInventory(failed...)); err != nil {
+				errs = append(errs, err)
+			}
+			c.warn(key, "CleanupFailed", "%v", errors.Join(errs...))
 			return errors.Join(errs...)
 		}
 	}
@@ -114,6 +111,56 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 	}
 	c.forget(key)
 	return nil
+}
+
+// finalState is the state a deleted Bundle is cleaned up from, held by
+// this process or else made from its ApplySet parent (after a restart or a
+// change of leader, the inventory is all that says what it owns), with
+// corrections and drift reports off; nil when the Bundle was refused and
+// this process applied nothing of it as an admitted account.
+func (c *Controller) finalState(ctx context.Context, key types.NamespacedName, act *apply.Applier, refused bool) (*bundleState, error) {
+	c.mu.Lock()
+	s := c.states[key]
+	if s != nil && s.act == nil {
+		s.act = act
+	}
+	c.mu.Unlock()
+	if s == nil {
+		if refused {
+			return nil, nil
+		}
+		s = newBundleState(key, ownership.NewSet(key, c.opts.ParentNamespace))
+		s.act = act
+		held := map[schema.GroupVersionResource]bool{}
+		defer c.release(held)
+		if err := c.loadInventory(ctx, s, held); err != nil {
+			return nil, err
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if refused && s.act == nil {
+		return nil, nil
+	}
+	s.spec.Paused = true // no corrections while we clean up
+	s.releasing = true   // and no drift reported: the uninstall deletes
+	return s, nil
+}
+
+func refsOfMap[V any](m map[manifests.ObjectRef]V) []manifests.ObjectRef {
+	out := make([]manifests.ObjectRef, 0, len(m))
+	for ref := range m {
+		out = append(out, ref)
+	}
+	return out
+}
+
+// forgetState drops a Bundle's state only: its next sync starts anew.
+func (c *Controller) forgetState(key types.NamespacedName) {
+	c.mu.Lock()
+	delete(c.states, key)
+	delete(c.byLabel, ownership.BundleLabelValue(key))
+	c.mu.Unlock()
 }
 
 // forget drops a Bundle's state and metrics.

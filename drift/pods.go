@@ -127,6 +127,13 @@ func (c *Controller) OnPod(obj *watch.Object) {
 	c.crashQueue.Add(podKey)
 }
 
+// OnPodDeleted implements watch.Handler: a Pod behind an owned workload
+// is gone — evicted or failed and deleted by its controller, or replaced —
+// and its crash with it.
+func (c *Controller) OnPodDeleted(obj *watch.Object) {
+	c.clearCrash(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, obj.UID, true)
+}
+
 // processCrash records one crashing Pod against its Bundle.
 func (c *Controller) processCrash(ctx context.Context) bool {
 	return processNext(ctx, c.crashQueue, c.recordCrash, func(key types.NamespacedName, err error) {

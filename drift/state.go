@@ -107,13 +107,14 @@ type bundleState struct {
 	// it doubles with each failure and is reset by a success.
 	retryAfter time.Duration
 
-	parentHash string // of the ApplySet parent last applied
-	// parentKinds and parentNamespaces are the parent's group-kinds and
-	// additional-namespaces annotations as last read or written.
-	parentKinds, parentNamespaces string
-	corrections                   int64
-	lastApplied                   time.Time
-	lastDrift                     time.Time
+	// inv is what the Bundle owns, as its ApplySet parent records it
+	// (sync_prune.go); parentLoaded says the parent was read or written by
+	// this process.
+	inv          ownership.Inventory
+	parentLoaded bool
+	corrections  int64
+	lastApplied  time.Time
+	lastDrift    time.Time
 }
 
 func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {

@@ -3,6 +3,7 @@ package drift
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -39,7 +40,10 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	held := map[schema.GroupVersionResource]bool{}
 	defer c.release(held)
 	if isNew {
-		c.watchPreviousKinds(ctx, s, held)
+		if err := c.loadInventory(ctx, s, held); err != nil {
+			c.forgetState(key) // the next try reads the parent again
+			return err
+		}
 	}
 	waiting := c.waitingFor(key, b)
 	c.mu.Lock()
@@ -82,14 +86,11 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	s.retryAfter = 0
 	c.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
-	if err := c.announceKinds(ctx, s, rendered); err != nil {
-		return err // applying objects the parent does not list could leave strays for good
-	}
 
 	p := newPlan(held)
 	changes := act.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, act, &rendered.Spec, p))
 	p.settle(changes)
-	pruneErrs := c.prune(ctx, s, &rendered.Spec, p)
+	pruneErrs, pending := c.prune(ctx, s, rendered, p, changes)
 	c.record(s, rendered, p, changes, pruneErrs)
 	if rendered.Released {
 		c.event(key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
@@ -101,7 +102,11 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 		c.recheckAll(s)
 	}
 	c.recheck(p.recheck)
-	c.publishSync(ctx, s, p)
+	c.publishSync(s)
+	if pending > 0 {
+		// Retried with the queue's back-off; the inventory keeps them.
+		return fmt.Errorf("%d deletions failed and stay pending", pending)
+	}
 	return nil
 }
 
@@ -306,11 +311,10 @@ func (c *Controller) recheck(ds []apply.Desired) {
 	}
 }
 
-// publishSync writes the ApplySet parent, reports the sync's problems as
-// events, retires unused informers and queues the status.
-func (c *Controller) publishSync(ctx context.Context, s *bundleState, p *plan) {
+// publishSync reports the sync's problems as events, retires unused
+// informers and queues the status.
+func (c *Controller) publishSync(s *bundleState) {
 	c.mu.Lock()
-	kinds, namespaces := s.kindsAndNamespaces()
 	problems := make(map[manifests.ObjectRef]problem, len(s.problems))
 	apiVersions := make(map[manifests.ObjectRef]string, len(s.problems))
 	for ref, pr := range s.problems {
@@ -318,11 +322,6 @@ func (c *Controller) publishSync(ctx context.Context, s *bundleState, p *plan) {
 		apiVersions[ref] = s.desired[ref].APIVersion
 	}
 	c.mu.Unlock()
-	if err := c.applyParent(ctx, s, kinds, namespaces); err != nil {
-		c.mu.Lock()
-		s.bundleErrors = append(s.bundleErrors, err.Error())
-		c.mu.Unlock()
-	}
 	for ref, pr := range problems {
 		reason := "ApplyFailed"
 		if pr.state == manifests.StateConflict {

@@ -34,6 +34,13 @@ func (c *Controller) stage(s *bundleState, act *apply.Applier, spec *manifests.B
 				unwatched[gvr] = err
 			}
 		}
+		if err := c.announce(ctx, s, todo); err != nil {
+			// Applying objects the inventory does not list could leave
+			// strays for good.
+			return func(_ context.Context, d apply.Desired) apply.Result {
+				return apply.Result{Desired: d, Action: apply.Failed, Err: err}
+			}
+		}
 		known := c.listUnseen(ctx, s, act, todo)
 		return func(ctx context.Context, d apply.Desired) apply.Result {
 			if err := unwatched[d.GVR]; err != nil {

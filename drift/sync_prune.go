@@ -2,11 +2,12 @@ package drift
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sort"
-	"strings"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/driftwatch/driftwatch/apply"
@@ -14,81 +15,40 @@ import (
 	"github.com/driftwatch/driftwatch/ownership"
 )
 
-// prune deletes the owned objects that left the Bundle (with
-// spec.prune) and strays of its set, and forgets what was applied of them.
-// Objects that were declared but never applied nor seen (refused, denied)
-// are only forgotten: there is nothing to delete, and the account may not
-// be allowed to try.
-func (c *Controller) prune(ctx context.Context, s *bundleState, spec *manifests.BundleSpec, p *plan) []error {
-	c.mu.Lock()
-	var gone, existing []apply.Desired
-	for ref, d := range s.desired {
-		if _, still := p.desired[ref]; still {
-			continue
-		}
-		gone = append(gone, d)
-		if _, cached := c.watches.Get(d.GVR, ref.Namespace, ref.Name); cached || s.applied[ref] != nil {
-			existing = append(existing, d)
-		}
-	}
-	c.mu.Unlock()
-	var errs []error
-	if spec.PruneEnabled() {
-		errs = append(errs, c.pruneObjects(ctx, s, withoutKept(existing))...)
-		errs = append(errs, c.pruneStrays(ctx, s, p)...)
-	}
-	c.mu.Lock()
-	for _, d := range gone {
-		delete(s.applied, d.Ref)
-		delete(s.drifted, d.Ref)
-	}
-	c.mu.Unlock()
-	return errs
-}
+// The inventory (ownership.Inventory, kept in the Bundle's ApplySet parent
+// and in its state) is the one record of what a Bundle owns: it is loaded
+// from the parent on the Bundle's first sync in this process, extended with
+// a stage's objects before they are applied (announce), and settled after
+// the prune. A prune deletes only what it lists — never an object because
+// it carries the set's labels, which anyone who may patch it can set — and
+// nothing at all while the render has errors. An object whose deletion
+// fails stays listed, and is deleted on a retry.
 
-// pruneObjects deletes owned objects; their deletion events are not drift.
-func (c *Controller) pruneObjects(ctx context.Context, s *bundleState, ds []apply.Desired) []error {
-	refs := make([]manifests.ObjectRef, len(ds))
-	for i, d := range ds {
-		refs[i] = d.Ref
-	}
-	var errs []error
-	_ = c.claimed(s, refs, func() error {
-		c.mu.Lock()
-		for _, ref := range refs {
-			delete(s.applied, ref)
-		}
-		c.mu.Unlock()
-		c.mu.Lock()
-		act := s.actor(c.applier)
-		c.mu.Unlock()
-		for _, r := range act.Prune(ctx, ds) {
-			if r.Err != nil {
-				errs = append(errs, r.Err)
-				continue
-			}
-			c.objectEvent(s.key, r.Desired.APIVersion, r.Desired.Ref, corev1.EventTypeNormal, "Pruned", "Prune", "%s deleted: no longer in the bundle", r.Desired.Ref)
-		}
-		return nil // in errs
-	})
-	return errs
-}
-
-// watchPreviousKinds starts informers for the kinds that the Bundle's
-// ApplySet parent lists, so that objects which left the Bundle while the
-// agent was not running are seen, and pruned, on its first sync. A missing
-// parent is a Bundle never applied; other errors only mean that such
-// leftovers are not pruned, which the status does not hide.
-func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState, held map[schema.GroupVersionResource]bool) {
+// loadInventory reads the Bundle's ApplySet parent into its state, on its
+// first sync in this process, and watches the kinds it lists, so that
+// objects that left the Bundle while no agent ran are seen, and pruned.
+// A parent that cannot be read fails the sync: a prune without the
+// inventory would forget what the Bundle owns.
+func (c *Controller) loadInventory(ctx context.Context, s *bundleState, held map[schema.GroupVersionResource]bool) error {
 	parent, err := c.applier.Get(ctx, apply.Desired{Ref: s.set.ParentRef(), GVR: ownership.ParentGVR})
-	if err != nil || parent == nil {
-		return
+	if err != nil {
+		return fmt.Errorf("reading the inventory (ApplySet parent): %w", err)
+	}
+	inv, err := ownership.InventoryOf(parent)
+	if err != nil {
+		// A parent someone broke: nothing it lists can be trusted, so
+		// nothing is pruned until a sync writes it anew.
+		c.logger.Error(err, "ApplySet parent unreadable; nothing of it will be pruned", "bundle", s.key)
+		inv = ownership.Inventory{}
+	}
+	kinds := inv.Kinds()
+	if parent != nil {
+		kinds = append(kinds, ownership.ParseGroupKinds(parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation])...)
 	}
 	c.mu.Lock()
-	s.parentKinds = parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]
-	s.parentNamespaces = parent.GetAnnotations()[ownership.AdditionalNamespacesAnnotation]
+	s.inv, s.parentLoaded = inv, parent != nil
 	c.mu.Unlock()
-	for _, gk := range ownership.ParseGroupKinds(parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]) {
+	for _, gk := range kinds {
 		gvr, err := c.applier.ResourceFor(gk)
 		if err != nil {
 			c.logger.V(2).Info("Kind of a previous sync is gone", "bundle", s.key, "kind", gk, "err", err)
@@ -101,106 +61,205 @@ func (c *Controller) watchPreviousKinds(ctx context.Context, s *bundleState, hel
 			c.logger.Error(err, "Cannot watch a kind of a previous sync", "bundle", s.key, "resource", gvr)
 		}
 	}
+	return nil
 }
 
-// pruneStrays deletes cached objects that carry this Bundle's ApplySet ID
-// but are not desired — left over from before a restart. Only resource
-// types with a running informer are seen; watchPreviousKinds starts those
-// that the ApplySet parent lists.
-func (c *Controller) pruneStrays(ctx context.Context, s *bundleState, p *plan) []error {
-	desiredKeys := map[objKey]bool{}
-	for _, d := range p.desired {
-		desiredKeys[keyOf(d)] = true
+// announce lists a stage's objects in the inventory before they are
+// applied, as KEP-3659 asks: an agent killed in the middle of the sync then
+// finds, on its restart, every object that may belong to the set.
+func (c *Controller) announce(ctx context.Context, s *bundleState, stage []apply.Desired) error {
+	refs := make([]manifests.ObjectRef, len(stage))
+	for i, d := range stage {
+		refs[i] = d.Ref
 	}
-	var errs []error
 	c.mu.Lock()
-	act := s.actor(c.applier)
-	c.mu.Unlock()
-	for _, gvr := range c.watches.Running() {
-		for _, obj := range c.watches.List(gvr) {
-			k := objKey{GVR: gvr, Namespace: obj.Namespace, Name: obj.Name}
-			if !s.set.Owns(obj.Labels()) || desiredKeys[k] || obj.Deleting || obj.Annotation(manifests.KeepAnnotation) == "true" {
-				continue
-			}
-			c.mu.Lock()
-			kind, known := c.kinds[gvr]
-			c.mu.Unlock()
-			if _, failed := p.problems[manifests.ObjectRef{Group: gvr.Group, Kind: kind, Namespace: obj.Namespace, Name: obj.Name}]; known && failed {
-				continue // declared, but failed this time: not a stray
-			}
-			ref := manifests.ObjectRef{Group: gvr.Group, Kind: c.applier.KindFor(gvr), Namespace: obj.Namespace, Name: obj.Name}
-			if err := act.Delete(ctx, gvr, ref); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errs
-}
-
-// applyParent keeps the ApplySet parent current.
-func (c *Controller) applyParent(ctx context.Context, s *bundleState, kinds []schema.GroupKind, namespaces []string) error {
-	parent := s.set.Parent(kinds, namespaces)
-	d, err := apply.NewDesired(parent, ownership.ParentGVR, "")
-	if err != nil {
-		return err
-	}
-	h := d.Hash
-	c.mu.Lock()
-	same := s.parentHash == h
+	next := s.inv.With(refs...)
+	same := next.Equal(s.inv)
 	c.mu.Unlock()
 	if same {
 		return nil
+	}
+	return c.writeInventory(ctx, s, next)
+}
+
+// writeInventory writes the Bundle's ApplySet parent with inv, and records
+// it in the state once written.
+func (c *Controller) writeInventory(ctx context.Context, s *bundleState, inv ownership.Inventory) error {
+	parent, err := s.set.ParentOf(inv)
+	if err != nil {
+		return fmt.Errorf("ApplySet parent: %w", err)
+	}
+	d, err := apply.NewDesired(parent, ownership.ParentGVR, "")
+	if err != nil {
+		return fmt.Errorf("ApplySet parent: %w", err)
 	}
 	if r := c.applier.Apply(ctx, d, true); r.Err != nil {
 		return fmt.Errorf("ApplySet parent: %w", r.Err)
 	}
 	c.mu.Lock()
-	s.parentHash = h
-	s.parentKinds = parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation]
-	s.parentNamespaces = parent.GetAnnotations()[ownership.AdditionalNamespacesAnnotation]
+	s.inv, s.parentLoaded = inv, true
 	c.mu.Unlock()
 	return nil
 }
 
-// announceKinds writes the ApplySet parent before a sync applies anything,
-// as KEP-3659 asks: listing the kinds and namespaces it had and those the
-// sync is about to apply. An agent killed in the middle of the sync then
-// finds, on its restart, every kind that may hold objects of the set —
-// also those that the Bundle dropped meanwhile, whose objects it prunes.
-// Nothing is written when the parent lists them all already.
-func (c *Controller) announceKinds(ctx context.Context, s *bundleState, r *manifests.Rendered) error {
-	c.mu.Lock()
-	kinds, namespaces := s.kindsAndNamespaces()
-	kinds = append(kinds, ownership.ParseGroupKinds(s.parentKinds)...)
-	namespaces = append(namespaces, strings.Split(s.parentNamespaces, ",")...)
-	listed := [2]string{s.parentKinds, s.parentNamespaces}
-	c.mu.Unlock()
-	for _, o := range r.Objects {
-		kinds = append(kinds, o.Object.GroupVersionKind().GroupKind())
-		namespaces = append(namespaces, o.Object.GetNamespace())
-	}
-	namespaces = append(namespaces, r.Spec.DefaultNamespace, r.Spec.TargetNamespace)
-	parent := s.set.Parent(kinds, namespaces)
-	ann := parent.GetAnnotations()
-	if [2]string{ann[ownership.ContainsGroupKindsAnnotation], ann[ownership.AdditionalNamespacesAnnotation]} == listed {
-		return nil
-	}
-	return c.applyParent(ctx, s, kinds, namespaces)
-}
+// errPruneHeld explains why a sync pruned nothing.
+var errPruneHeld = errors.New("nothing pruned: the render has errors, and an object missing from a broken render is not an object that left the Bundle")
 
-// kindsAndNamespaces lists the group-kinds and namespaces of the desired
-// objects. The caller holds c.mu.
-func (s *bundleState) kindsAndNamespaces() ([]schema.GroupKind, []string) {
-	var kinds []schema.GroupKind
-	var nss []string
-	for ref := range s.desired {
-		kinds = append(kinds, ref.GroupKind())
-		if ref.Namespace != "" {
-			nss = append(nss, ref.Namespace)
+// prune deletes the objects that the inventory lists and the sync does not
+// declare (with spec.prune), and settles the inventory: what is declared,
+// and what could not be deleted, which stays listed and is retried. While
+// the render has errors nothing is pruned nor dropped from the inventory.
+// Objects that were listed but never applied nor seen (refused, denied)
+// are only forgotten: there is nothing to delete, and the account may not
+// be allowed to try. It returns the errors, and how many deletions failed.
+func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manifests.Rendered, p *plan, cs *apply.ChangeSet) ([]error, int) {
+	failedApply := map[manifests.ObjectRef]bool{}
+	for _, r := range cs.Entries {
+		if r.Err != nil {
+			failedApply[r.Desired.Ref] = true
 		}
 	}
-	sort.Slice(kinds, func(i, j int) bool { return kinds[i].String() < kinds[j].String() })
-	return kinds, nss
+	c.mu.Lock()
+	keep := make([]manifests.ObjectRef, 0, len(p.desired)+len(p.problems))
+	for ref, d := range p.desired {
+		if failedApply[ref] && s.applied[ref] == nil {
+			// Denied or failed, and not applied before: listed only if it
+			// exists (a later sync must not try to delete what its account
+			// never wrote, nor may read).
+			if _, cached := c.watches.Get(d.GVR, ref.Namespace, ref.Name); !cached {
+				continue
+			}
+		}
+		keep = append(keep, ref)
+	}
+	var gone []manifests.ObjectRef
+	for _, ref := range s.inv.Objects() {
+		if _, declared := p.desired[ref]; declared {
+			continue
+		}
+		if _, failed := p.problems[ref]; failed {
+			keep = append(keep, ref) // declared, but failed this time: still the Bundle's
+			continue
+		}
+		gone = append(gone, ref)
+	}
+	held := len(rendered.Errors) > 0
+	c.mu.Unlock()
+	var errs []error
+	var failed []manifests.ObjectRef
+	switch {
+	case held && len(gone) > 0:
+		keep = append(keep, gone...)
+		errs = append(errs, errPruneHeld)
+	case rendered.Spec.PruneEnabled():
+		failed, errs = c.deleteMembers(ctx, s, gone)
+		keep = append(keep, failed...)
+	}
+	c.mu.Lock()
+	for _, ref := range gone {
+		// No longer declared: not checked nor corrected, pruned or not
+		// (an object whose deletion failed stays in the inventory only).
+		delete(s.applied, ref)
+		delete(s.drifted, ref)
+	}
+	next := ownership.NewInventory(keep...)
+	same := next.Equal(s.inv) && s.parentLoaded
+	c.mu.Unlock()
+	if !same {
+		if err := c.writeInventory(ctx, s, next); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs, len(failed)
+}
+
+// deleteMembers deletes the Bundle's objects refs as the Bundle's account,
+// each only if it exists and still carries the Bundle's ApplySet label,
+// and is not kept (manifests.KeepAnnotation); their deletion events are
+// not drift. It returns the objects that could not be deleted.
+func (c *Controller) deleteMembers(ctx context.Context, s *bundleState, refs []manifests.ObjectRef) ([]manifests.ObjectRef, []error) {
+	c.mu.Lock()
+	act := s.actor(c.applier)
+	c.mu.Unlock()
+	var todo []apply.Desired
+	var failed []manifests.ObjectRef
+	var errs []error
+	for _, ref := range refs {
+		d, ok, err := c.member(ctx, s, act, ref)
+		switch {
+		case err != nil:
+			failed, errs = append(failed, ref), append(errs, err)
+		case ok:
+			todo = append(todo, d)
+		}
+	}
+	_ = c.claimed(s, refsOf(todo), func() error {
+		for _, r := range act.Prune(ctx, todo) {
+			if r.Err != nil {
+				failed, errs = append(failed, r.Desired.Ref), append(errs, r.Err)
+				continue
+			}
+			c.objectEvent(s.key, r.Desired.APIVersion, r.Desired.Ref, corev1.EventTypeNormal, "Pruned", "Prune", "%s deleted: no longer in the bundle", r.Desired.Ref)
+		}
+		return nil // in errs
+	})
+	return failed, errs
+}
+
+// member says whether the listed object ref is there to delete: in the
+// cache, else (a kind no informer watches, a Bundle deleted while no agent
+// held its state) read with act.
+func (c *Controller) member(ctx context.Context, s *bundleState, act *apply.Applier, ref manifests.ObjectRef) (apply.Desired, bool, error) {
+	c.mu.Lock()
+	d, known := s.desired[ref]
+	applied := s.applied[ref] != nil
+	c.mu.Unlock()
+	if !known {
+		gvr, err := c.applier.ResourceFor(ref.GroupKind())
+		if err != nil {
+			return d, false, nil // the kind is gone, and its objects with it
+		}
+		d = apply.Desired{Ref: ref, GVR: gvr}
+	}
+	if d.Keep {
+		return d, false, nil
+	}
+	var labels, annotations map[string]string
+	if obj, cached := c.watches.Get(d.GVR, ref.Namespace, ref.Name); cached {
+		labels, annotations = obj.Labels(), map[string]string{manifests.KeepAnnotation: obj.Annotation(manifests.KeepAnnotation)}
+	} else if !applied || !c.watching(d.GVR) {
+		m, err := act.GetMetadata(ctx, d.GVR, ref)
+		if apierrors.IsForbidden(err) {
+			return d, false, nil // what the account may not read it did not write
+		}
+		if err != nil {
+			return d, false, err
+		}
+		if m == nil {
+			return d, false, nil // not there: nothing to delete
+		}
+		labels, annotations = m.Labels, m.Annotations
+	}
+	if labels != nil && (!s.set.Owns(labels) || annotations[manifests.KeepAnnotation] == "true") {
+		return d, false, nil // another set's now, or kept: forgotten, not deleted
+	}
+	if labels == nil && !applied {
+		return d, false, nil
+	}
+	return d, true, nil
+}
+
+// watching reports whether an informer runs for gvr.
+func (c *Controller) watching(gvr schema.GroupVersionResource) bool {
+	return slices.Contains(c.watches.Running(), gvr)
+}
+
+func refsOf(ds []apply.Desired) []manifests.ObjectRef {
+	out := make([]manifests.ObjectRef, len(ds))
+	for i, d := range ds {
+		out[i] = d.Ref
+	}
+	return out
 }
 
 // stopUnusedWatches stops informers whose resource type no Bundle uses
@@ -243,16 +302,4 @@ func (c *Controller) release(held map[schema.GroupVersionResource]bool) {
 			delete(c.holding, gvr)
 		}
 	}
-}
-
-// withoutKept leaves out the objects that are never deleted
-// (manifests.KeepAnnotation): they are only forgotten.
-func withoutKept(ds []apply.Desired) []apply.Desired {
-	var out []apply.Desired
-	for _, d := range ds {
-		if !d.Keep {
-			out = append(out, d)
-		}
-	}
-	return out
 }

@@ -27,16 +27,28 @@ type chartCache struct {
 	mu       sync.Mutex
 }
 
+// newChartCache returns the cache in dir. The directory is made when a
+// chart is first stored, not here: an agent whose file system is read-only
+// where the cache would be (a container without the cache volume) starts,
+// and without a place to keep charts only downloads them again.
 func newChartCache(dir string, maxBytes int64) (*chartCache, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "refs"), 0o700); err != nil {
-		return nil, fmt.Errorf("chart cache: %w", err)
-	}
 	return &chartCache{dir: dir, maxBytes: maxBytes}, nil
+}
+
+// ensure makes the cache's directories.
+func (c *chartCache) ensure() error {
+	if err := os.MkdirAll(filepath.Join(c.dir, "refs"), 0o700); err != nil {
+		return fmt.Errorf("chart cache: %w", err)
+	}
+	return nil
 }
 
 // credentialsFile is a registry credentials file of the agent's own, so
 // that Helm's registry client never reads a user's Docker config.
-func (c *chartCache) credentialsFile() string { return filepath.Join(c.dir, "registry-config.json") }
+func (c *chartCache) credentialsFile() string {
+	_ = c.ensure() // a registry client without the file only cannot log in, which it never does
+	return filepath.Join(c.dir, "registry-config.json")
+}
 
 // getBySum returns the chart whose sha256 an index claims (hex, with or
 // without "sha256:"), from disk or else through download, and the digest
@@ -81,7 +93,7 @@ func (c *chartCache) getByRef(ref string, download func() ([]byte, error)) ([]by
 	c.store(got, data)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_ = writeFile(c.dir, refPath, []byte(got)) // a failure only costs a later download
+	_ = writeFile(c.dir, refPath, []byte(got)) // a failure (no cache directory) only costs a later download
 	return data, nil
 }
 
@@ -141,6 +153,9 @@ func writeFile(dir, path string, data []byte) error {
 func (c *chartCache) store(name string, data []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.ensure(); err != nil {
+		return // not kept: downloaded again next time
+	}
 	if writeFile(c.dir, filepath.Join(c.dir, name+".tgz"), data) == nil {
 		c.evict()
 	}

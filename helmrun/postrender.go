@@ -171,7 +171,7 @@ func (r *Releases) output(req *request, manifest string, released bool) (manifes
 	if len(resources) == 0 {
 		return out, nil
 	}
-	out.Objects, out.Errors = manifests.Decode(resources)
+	out.Objects, out.Errors = manifests.DecodeWithin(resources, req.in.Limits.OrDefault().Bytes)
 	if len(out.Objects) == 0 && len(out.Errors) == 1 && errors.Is(out.Errors[0], manifests.ErrEmptyBundle) {
 		out.Errors = nil
 	}

@@ -38,8 +38,8 @@ type Limits struct {
 // DefaultLimits are the limits of an agent that sets none.
 var DefaultLimits = Limits{Bytes: MaxDecodedBytes, Objects: 10000}
 
-// orDefault fills in the limits that are not set.
-func (l Limits) orDefault() Limits {
+// OrDefault fills in the limits that are not set.
+func (l Limits) OrDefault() Limits {
 	if l.Bytes <= 0 {
 		l.Bytes = DefaultLimits.Bytes
 	}

@@ -230,7 +230,7 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s: %w", key, err)
 	}
-	limits := p.Limits.orDefault()
+	limits := p.Limits.OrDefault()
 	if err := checkSize(spec.Resources, limits.Bytes); err != nil {
 		return nil, fmt.Errorf("bundle %s/%s: %w", b.Namespace, b.Name, err)
 	}
@@ -399,7 +399,7 @@ type RawManifests struct{}
 
 // Render implements Renderer.
 func (RawManifests) Render(_ context.Context, in Input) (Output, error) {
-	objs, errs := DecodeWithin(in.Spec.Resources, in.Limits.orDefault().Bytes)
+	objs, errs := DecodeWithin(in.Spec.Resources, in.Limits.OrDefault().Bytes)
 	return Output{Objects: objs, Errors: errs, Source: RawSource(in.Spec.Resources)}, nil
 }
 

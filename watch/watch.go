@@ -34,6 +34,10 @@ type Handler interface {
 	// OnPod is called for a Pod added or updated in a namespace watched
 	// with EnsurePods; obj.Pod holds its container states.
 	OnPod(obj *Object)
+	// OnPodDeleted is called for such a Pod deleted (also when the
+	// deletion was only inferred after a re-list): a crashed Pod that its
+	// controller deleted crashes no longer.
+	OnPodDeleted(obj *Object)
 }
 
 // Options configure a Manager.
@@ -227,6 +231,14 @@ func (m *Manager) EnsurePods(namespace string) {
 	m.pods[namespace] = m.run(inf, cache.ResourceEventHandlerFuncs{
 		AddFunc:    onPod,
 		UpdateFunc: func(_, obj any) { onPod(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if o, ok := obj.(*Object); ok {
+				m.handler.OnPodDeleted(o)
+			}
+		},
 	})
 }
 

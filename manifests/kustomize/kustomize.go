@@ -54,7 +54,9 @@ func (Renderer) Render(_ context.Context, in manifests.Input) (manifests.Output,
 		return manifests.Output{}, fmt.Errorf("kustomize %s: %w", displayPath(dir), err)
 	}
 	res := []manifests.Resource{{Name: "kustomize:" + displayPath(dir), Content: string(out)}}
-	objs, errs := manifests.Decode(res)
+	// The output is bounded by the agent's limit, not the default: a
+	// large tree must not decode to nothing but an error.
+	objs, errs := manifests.DecodeWithin(res, in.Limits.OrDefault().Bytes)
 	return manifests.Output{Objects: objs, Errors: errs, Source: manifests.RawSource(res)}, nil
 }
 

@@ -73,17 +73,7 @@ func TestHelmChartsFromRepositoryAndRegistry(t *testing.T) {
 		files.ServeHTTP(w, r)
 	}))
 	defer repoSrv.Close()
-	index, err := repo.IndexDirectory(dir, repoSrv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.Client().CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-auth"},
-		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret"), "ca.crt": caOf(repoSrv)}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	repositoryIndex(t, ns, dir, repoSrv.URL, repoSrv)
 
 	ociSrv := httptest.NewServer(registry.New(registry.Logger(nopLogger())))
 	defer ociSrv.Close()
@@ -188,6 +178,24 @@ func TestHelm3ReleaseIsReadAndUpgraded(t *testing.T) {
 }
 
 // nopLogger silences the in-process registry's request log.
+// repositoryIndex writes dir's index.yaml with chart URLs under base, and
+// in ns the Secret repo-auth with the credentials dw/s3cret and the CA of
+// the TLS server srv.
+func repositoryIndex(t *testing.T, ns, dir, base string, srv *httptest.Server) {
+	t.Helper()
+	index, err := repo.IndexDirectory(dir, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client().CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-auth"},
+		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret"), "ca.crt": caOf(srv)}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // caOf is the PEM of a TLS test server's certificate: its own CA.
 func caOf(srv *httptest.Server) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
@@ -222,17 +230,7 @@ func TestCredentialsStayWithTheirRepository(t *testing.T) {
 	defer repoSrv.Close()
 	plain := httptest.NewServer(record("plain", files))
 	defer plain.Close()
-	index, err := repo.IndexDirectory(dir, charts.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.Client().CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repo-auth"},
-		Data: map[string][]byte{"username": []byte("dw"), "password": []byte("s3cret"), "ca.crt": caOf(repoSrv)}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	repositoryIndex(t, ns, dir, charts.URL, repoSrv)
 
 	createBundle(t, ns, "elsewhere", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
 		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL, CredentialsSecret: "repo-auth"}}))

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	repo "helm.sh/helm/v4/pkg/repo/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/test/cluster"
@@ -233,5 +238,101 @@ resources:
 				t.Error("a Bundle of a namespace that was not onboarded was applied")
 			}
 		})
+	}
+}
+
+// TestShippedDeploymentStarts runs the agent as the shipped Deployment runs
+// it: the manifest's arguments and environment (the downward API's values
+// filled in as the kubelet would), its emptyDir volume at a directory of
+// the test's (the kubelet's mount), a HOME and TMPDIR where nothing can be
+// written (/dev/null: not even root makes a directory under it), and a
+// token of the manifests' own ServiceAccount under the shipped RBAC. It
+// starts, and a Helm chart from a repository installs with the chart kept
+// in the volume.
+func TestShippedDeploymentStarts(t *testing.T) {
+	setupCRD(t)
+	kubectl(t, "apply", "-k", repoPath("manifests", "deploy"))
+	t.Cleanup(func() {
+		ctx := context.WithoutCancel(t.Context())
+		_ = cp.Client().AppsV1().Deployments("driftwatch-system").Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+		_ = cp.Client().RbacV1().ClusterRoles().Delete(ctx, "driftwatch", metav1.DeleteOptions{})
+	})
+	raw, err := os.ReadFile(repoPath("manifests", "deploy", "deployment.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep appsv1.Deployment
+	if err := yaml.Unmarshal(raw, &dep); err != nil {
+		t.Fatal(err)
+	}
+	pod := dep.Spec.Template.Spec
+	c := pod.Containers[0]
+	if sc := c.SecurityContext; sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Fatal("the shipped container no longer has a read-only root: this test would prove nothing")
+	}
+	mounts := map[string]string{} // mount path → the test's directory
+	for _, m := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil {
+				mounts[m.MountPath] = t.TempDir()
+			}
+		}
+	}
+	env := []string{"HOME=/dev/null", "TMPDIR=/dev/null", "PATH=/usr/bin:/bin"}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env = append(env, e.Name+"="+dep.Namespace)
+		case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil:
+			env = append(env, e.Name+"="+fmt.Sprint(c.Resources.Limits.Memory().Value()))
+		default:
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	var args []string
+	for _, a := range c.Args[1:] { // after "agent"
+		if strings.HasPrefix(a, "--metrics-bind-address") || strings.HasPrefix(a, "--health-probe-bind-address") {
+			continue // the test's free ports instead of :8080 and :8081
+		}
+		a = strings.ReplaceAll(a, "$(POD_NAMESPACE)", dep.Namespace)
+		for path, dir := range mounts {
+			a = strings.ReplaceAll(a, path, dir)
+		}
+		args = append(args, a)
+	}
+	token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", dep.Namespace))
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgentEnv(t, env, dep.Namespace, append(args, "--kubeconfig", kubeconfig)...)
+	waitFor(t, "the agent to lead and be ready", func() (bool, string) { return a.ready(t), "not ready" })
+
+	dir := t.TempDir()
+	packageChart(t, "web", "1.0.0", dir)
+	repoSrv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer repoSrv.Close()
+	index, err := repo.IndexDirectory(dir, repoSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := index.WriteFile(filepath.Join(dir, "index.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := cp.Namespace(t)
+	createBundle(t, dep.Namespace, "installed", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns,
+		Helm: &manifests.HelmSpec{Chart: "web", Repo: repoSrv.URL}}))
+	t.Cleanup(func() {
+		_ = dyn.Resource(manifests.BundleGVR).Namespace(dep.Namespace).Delete(context.WithoutCancel(t.Context()), "installed", metav1.DeleteOptions{})
+	})
+	waitBundle(t, dep.Namespace, "installed", "Ready", ready)
+	var kept []string
+	for _, d := range mounts {
+		found, _ := filepath.Glob(filepath.Join(d, "*", "*.tgz"))
+		kept = append(kept, found...)
+	}
+	if len(kept) != 1 {
+		t.Errorf("charts kept in the Deployment's volume: %v, want the one installed", kept)
 	}
 }

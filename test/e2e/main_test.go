@@ -117,6 +117,13 @@ func (a *agent) ready(t *testing.T) bool {
 
 func startAgent(t *testing.T, namespace string, extraArgs ...string) *agent {
 	t.Helper()
+	return startAgentEnv(t, nil, namespace, extraArgs...)
+}
+
+// startAgentEnv is startAgent with env as the process's environment (nil:
+// the test's).
+func startAgentEnv(t *testing.T, env []string, namespace string, extraArgs ...string) *agent {
+	t.Helper()
 	ports, err := cluster.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +137,7 @@ func startAgent(t *testing.T, namespace string, extraArgs ...string) *agent {
 		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", ports[1]), "-v", "2"}, extraArgs...)
 	cmd := exec.Command(agentBin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -48,11 +46,7 @@ metadata: {name: deployer, namespace: %[2]s}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: deployer}
 subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
 `, ns, tn)
-	path := filepath.Join(t.TempDir(), "tenant.yaml")
-	if err := os.WriteFile(path, []byte(rbac), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kubectl(t, "apply", "-f", path)
+	applyYAML(t, rbac)
 	return tn
 }
 

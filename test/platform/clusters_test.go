@@ -1,8 +1,10 @@
 package platform_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,5 +72,71 @@ func TestProviderImpersonatesServiceAccounts(t *testing.T) {
 	_, err = asDefault.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "impersonate") {
 		t.Errorf("alice acting as an account she may not impersonate: want 403 on impersonate, got %v", err)
+	}
+}
+
+// TestLeaderReleasesTheLeaseOnlyAfterItsWork: on shutdown a leader's work
+// ends first and its Lease goes after, so the next leader never works
+// beside it (two leaders could otherwise run one Helm operation). A
+// standby waits while the old leader's work drains, and leads at once
+// after.
+func TestLeaderReleasesTheLeaseOnlyAfterItsWork(t *testing.T) {
+	ns := cp.Namespace(t)
+	kube := cp.Client()
+	opts := func(id string) clusters.ElectionOptions {
+		return clusters.ElectionOptions{Namespace: ns, Name: "leader", Identity: id, LeaseDuration: 7 * time.Second}
+	}
+	aCtx, stopA := context.WithCancel(t.Context())
+	defer stopA()
+	aWorking, aDrain, aDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		aDone <- clusters.RunElected(aCtx, kube, opts("a"), func(ctx context.Context) error {
+			close(aWorking)
+			<-ctx.Done()
+			<-aDrain // the work still finishing after its context ended
+			return nil
+		})
+	}()
+	select {
+	case <-aWorking:
+	case <-time.After(time.Minute):
+		t.Fatal("a never led")
+	}
+	bCtx, stopB := context.WithCancel(t.Context())
+	defer stopB()
+	bLeads, bDone := make(chan struct{}), make(chan error, 1)
+	go func() {
+		bDone <- clusters.RunElected(bCtx, kube, opts("b"), func(ctx context.Context) error {
+			close(bLeads)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	stopA()
+	// While a's work drains, its Lease holds: b must not lead. (Watched
+	// for 3 s: beyond the standby's retry period of 1 s with its jitter, 2.2 s, in which b
+	// took the released Lease before the fix.)
+	select {
+	case <-bLeads:
+		close(aDrain)
+		t.Fatal("b leads while a's work still runs")
+	case <-time.After(3 * time.Second):
+	}
+	close(aDrain)
+	if err := <-aDone; err != nil {
+		t.Errorf("a: %v", err)
+	}
+	select {
+	case <-bLeads:
+	case <-time.After(time.Minute):
+		t.Fatal("b did not lead after a released the Lease")
+	}
+	stopB()
+	if err := <-bDone; err != nil {
+		t.Errorf("b: %v", err)
+	}
+	lease, err := kube.CoordinationV1().Leases(ns).Get(context.WithoutCancel(t.Context()), "leader", metav1.GetOptions{})
+	if err != nil || (lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "") {
+		t.Errorf("the Lease after both stopped: %v, %v; want released", lease.Spec.HolderIdentity, err)
 	}
 }
