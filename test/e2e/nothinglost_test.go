@@ -193,32 +193,39 @@ func TestBundleDeletedWithoutStateIsCleanedUp(t *testing.T) {
 	})
 }
 
-// TestEvictedPodDeletedClearsTheCrash: a Pod of an owned Deployment that
-// failed (evicted) and is then deleted — a terminal Pod goes at once, with
-// no update first — no longer holds its Bundle NotReady.
-func TestEvictedPodDeletedClearsTheCrash(t *testing.T) {
+// TestCrashedPodDeletedClearsTheCrash: a crashed Pod of an owned
+// Deployment that is deleted at once — as a kubelet's failed or evicted Pod
+// is, with no update first — no longer holds its Bundle NotReady.
+func TestCrashedPodDeletedClearsTheCrash(t *testing.T) {
 	ns, _ := setup(t)
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns))
 	waitBundle(t, ns, "web", "Ready", ready)
-	pods, err := cp.Client().CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil || len(pods.Items) == 0 {
-		t.Fatalf("pods of web: %v, %v", pods, err)
+	pods := cp.Client().CoreV1().Pods(ns)
+	list, err := pods.List(t.Context(), metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(list.Items) == 0 {
+		t.Fatalf("pods of web: %v, %v", list, err)
 	}
-	victim := pods.Items[0]
-	victim.Status.Phase, victim.Status.Reason, victim.Status.Message = corev1.PodFailed, "Evicted", "The node was low on memory (test)"
-	if _, err := cp.Client().CoreV1().Pods(ns).UpdateStatus(t.Context(), &victim, metav1.UpdateOptions{}); err != nil {
+	victim := list.Items[0].Name
+	if _, err := pods.Patch(t.Context(), victim, types.MergePatchType,
+		[]byte(`{"metadata":{"labels":{"pod-container-running-failed.stage.kwok.x-k8s.io":"true"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitBundle(t, ns, "web", "NotReady with the eviction", func(b *manifests.Bundle) bool {
+	waitBundle(t, ns, "web", "NotReady with the crash", func(b *manifests.Bundle) bool {
 		for _, r := range b.Status.Resources {
-			if r.Kind == "Deployment" && strings.Contains(r.Message, victim.Name) && strings.Contains(r.Message, "Evicted") {
+			if r.Kind == "Deployment" && strings.Contains(r.Message, victim) && strings.Contains(r.Message, "containerFailed") {
 				return !ready(b)
 			}
 		}
 		return false
 	})
-	if err := cp.Client().CoreV1().Pods(ns).Delete(t.Context(), victim.Name, metav1.DeleteOptions{}); err != nil {
+	// kwok holds its Pods with a finalizer, so that their deletion is an
+	// update first; without it, a deletion with no grace period is one
+	// event: the Pod is gone.
+	if _, err := pods.Patch(t.Context(), victim, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitBundle(t, ns, "web", "Ready once the evicted Pod is deleted", ready)
+	if err := pods.Delete(t.Context(), victim, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
+		t.Fatal(err)
+	}
+	waitBundle(t, ns, "web", "Ready once the crashed Pod is gone", ready)
 }
