@@ -9,6 +9,7 @@ package clusters
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -104,6 +105,10 @@ type Provider struct {
 	source       *Clients
 	sourceSwap   chan struct{} // closed when source is replaced
 	impersonated map[string]*Clients
+	// used orders impersonated by last use, oldest first: beyond
+	// MaxImpersonated accounts the least recently used are dropped (their
+	// clients, each with its own discovery cache, are built again on use).
+	used []string
 	// sourceFingerprint and sourceFiles describe the source kubeconfig
 	// the clients were built from; lastReloadErr is the last reload's
 	// error, reported once.
@@ -212,6 +217,7 @@ func (p *Provider) Impersonate(serviceAccount types.NamespacedName) (*Clients, e
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.impersonated[user]; ok {
+		p.touch(user)
 		return c, nil
 	}
 	cfg := rest.CopyConfig(p.target.Config)
@@ -225,7 +231,23 @@ func (p *Provider) Impersonate(serviceAccount types.NamespacedName) (*Clients, e
 		return nil, fmt.Errorf("clients for %s: %w", user, err)
 	}
 	p.impersonated[user] = c
+	p.touch(user)
+	for len(p.used) > MaxImpersonated {
+		delete(p.impersonated, p.used[0])
+		p.used = p.used[1:]
+	}
 	return c, nil
+}
+
+// MaxImpersonated bounds the accounts whose clients are kept.
+const MaxImpersonated = 256
+
+// touch makes user the most recently used account. The caller holds p.mu.
+func (p *Provider) touch(user string) {
+	if i := slices.Index(p.used, user); i >= 0 {
+		p.used = slices.Delete(p.used, i, i+1)
+	}
+	p.used = append(p.used, user)
 }
 
 // The methods below make Clients a REST client getter

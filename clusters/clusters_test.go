@@ -1,7 +1,10 @@
 package clusters
 
 import (
+	"fmt"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"k8s.io/client-go/rest"
 )
@@ -75,5 +78,39 @@ func TestAnsweringAgain(t *testing.T) {
 	}
 	if next := p.Answering(); closed(next) {
 		t.Fatal("the next channel is closed already")
+	}
+}
+
+// TestImpersonatedClientsAreBounded: clients are kept for at most
+// MaxImpersonated accounts, the least recently used dropped first.
+func TestImpersonatedClientsAreBounded(t *testing.T) {
+	target, err := NewClients(&rest.Config{Host: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewProvider(target, target)
+	first, err := p.Impersonate(types.NamespacedName{Namespace: "a", Name: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range MaxImpersonated + 10 {
+		if _, err := p.Impersonate(types.NamespacedName{Namespace: "a", Name: fmt.Sprint("sa-", i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%100 == 0 {
+			if _, err := p.Impersonate(types.NamespacedName{Namespace: "a", Name: "first"}); err != nil { // in use: kept
+				t.Fatal(err)
+			}
+		}
+	}
+	if len(p.impersonated) != MaxImpersonated || len(p.used) != MaxImpersonated {
+		t.Fatalf("%d clients kept (%d in the order), want %d", len(p.impersonated), len(p.used), MaxImpersonated)
+	}
+	again, _ := p.Impersonate(types.NamespacedName{Namespace: "a", Name: "first"})
+	if again != first {
+		t.Error("a recently used account's clients were dropped")
+	}
+	if _, ok := p.impersonated["system:serviceaccount:a:sa-0"]; ok {
+		t.Error("the least recently used account's clients were kept")
 	}
 }

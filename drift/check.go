@@ -102,7 +102,7 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Findi
 	s.lastDrift = now
 	if !seenBefore || !prev.finding.same(f) {
 		for _, m := range f.Culprits() {
-			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 		}
 		apiVersion := s.desired[ref].APIVersion
 		if f.Cause == CauseDeleted {
@@ -134,6 +134,9 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 			k := fightKey{Ref: ref, Field: field, Manager: m}
 			ft := s.fights[k]
 			if ft == nil {
+				if !s.roomForFight(now, c.opts.FightWindow) {
+					continue // a flood of new managers: not counted, still corrected
+				}
 				ft = &fight{}
 				s.fights[k] = ft
 			}
@@ -157,7 +160,7 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 			}
 			if ft.backoff == 0 {
 				ft.backoff = c.opts.FightBackoff
-				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 				c.objectEvent(s.key, s.desired[ref].APIVersion, ref, corev1.EventTypeWarning, "FightDetected", "BackOff",
 					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
 					ref, field, m, m, ignoreSuggestion(ref, field))

@@ -191,7 +191,7 @@ func (c *Controller) recordApplyError(s *bundleState, r apply.Result) {
 		managers := apply.ConflictManagers(r.Err)
 		s.problems[ref] = problem{state: manifests.StateConflict, manager: strings.Join(managers, ","), message: r.Err.Error()}
 		for _, m := range managers {
-			c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, m).Inc()
+			c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 		}
 		return
 	}

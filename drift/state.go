@@ -55,6 +55,43 @@ type fight struct {
 	last time.Time
 }
 
+// Bounds on what a Bundle's state keeps per field manager: the names are
+// anyone's to choose (a new --field-manager per edit), so series and
+// fights keyed by them must not grow without end.
+const (
+	// maxManagerLabels is how many field managers get metric series of
+	// their own per Bundle; the others are counted as otherManagers.
+	maxManagerLabels = 16
+	otherManagers    = "other"
+	// maxFights bounds the fields-by-manager a Bundle tracks at once.
+	maxFights = 1024
+)
+
+// managerLabel is the manager label of m in the Bundle's metric series.
+// The caller holds Controller.mu.
+func (s *bundleState) managerLabel(m string) string {
+	if s.managers[m] || len(s.managers) < maxManagerLabels {
+		s.managers[m] = true
+		return m
+	}
+	return otherManagers
+}
+
+// roomForFight reports whether another fight may be tracked, after
+// dropping those that are over: no take within window, no back-off. The
+// caller holds Controller.mu.
+func (s *bundleState) roomForFight(now time.Time, window time.Duration) bool {
+	if len(s.fights) < maxFights {
+		return true
+	}
+	for k, f := range s.fights {
+		if !f.active(now) && (len(f.hits) == 0 || now.Sub(f.hits[len(f.hits)-1]) >= window) {
+			delete(s.fights, k)
+		}
+	}
+	return len(s.fights) < maxFights
+}
+
 // active reports whether the fight goes on at now: corrections back off,
 // or the last take is less than a back-off ago.
 func (f *fight) active(now time.Time) bool {
@@ -91,6 +128,9 @@ type bundleState struct {
 	// Controller.claimed.
 	inFlight map[manifests.ObjectRef]bool
 	fights   map[fightKey]*fight
+	// managers are the field managers with metric series of their own
+	// (managerLabel).
+	managers map[string]bool
 	// crashes are the Pods behind owned objects that crash now.
 	crashes map[types.NamespacedName]podCrashState
 	// bundleErrors are errors that belong to no single object (rendering).
@@ -126,6 +166,7 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 		drifted:  map[manifests.ObjectRef]driftInfo{},
 		inFlight: map[manifests.ObjectRef]bool{},
 		fights:   map[fightKey]*fight{},
+		managers: map[string]bool{},
 		crashes:  map[types.NamespacedName]podCrashState{},
 	}
 }

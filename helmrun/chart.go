@@ -205,6 +205,7 @@ func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef 
 	if err != nil {
 		return nil, err
 	}
+	client.Transport = boundedBodies{rt: client.Transport}
 	opts := []registry.ClientOption{registry.ClientOptHTTPClient(client), registry.ClientOptWriter(io.Discard),
 		registry.ClientOptCredentialsFile(r.cache.credentialsFile())}
 	if h.Insecure {
@@ -382,3 +383,49 @@ func fetch(ctx context.Context, client *http.Client, u string, auth authFor, lim
 	}
 	return body, nil
 }
+
+// maxRegistryJSON bounds what a registry sends as JSON — manifests,
+// indexes, tag lists, tokens: a few KiB each in practice.
+const maxRegistryJSON = 4 << 20
+
+// boundedBodies bounds every response of a registry while it is read: JSON
+// to maxRegistryJSON, anything else (a chart's layer) to Helm's bound on a
+// chart. A hostile registry cannot make the agent read without end.
+type boundedBodies struct{ rt http.RoundTripper }
+
+func (b boundedBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := b.rt.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	limit := int64(archive.MaxDecompressedChartSize)
+	if strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		limit = maxRegistryJSON
+	}
+	if resp.ContentLength > limit {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %d bytes, more than %d", req.URL.Redacted(), resp.ContentLength, limit)
+	}
+	resp.Body = &limitedBody{rc: resp.Body, left: limit, limit: limit}
+	return resp, nil
+}
+
+// limitedBody fails a read beyond limit bytes.
+type limitedBody struct {
+	rc          io.ReadCloser
+	left, limit int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.rc.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return n + int(l.left), fmt.Errorf("response larger than %d bytes", l.limit)
+	}
+	return n, err
+}
+
+func (l *limitedBody) Close() error { return l.rc.Close() }

@@ -3,6 +3,10 @@ package helmrun
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,5 +196,48 @@ func TestResourcePolicyKeepIsKeptByTheAgentToo(t *testing.T) {
 	_, err = s.Run(bytesBuffer("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  annotations:\n    " + postrenderFileAnnot + ": web/templates/cm.yaml\n"))
 	if err == nil || !strings.Contains(err.Error(), "web/templates/cm.yaml") {
 		t.Errorf("an invalid object's error does not name its template: %v", err)
+	}
+}
+
+// TestAChartBeyondTheObjectLimitAppliesNothing: the post-renderer counts a
+// release's objects before Helm applies any of them.
+func TestAChartBeyondTheObjectLimitAppliesNothing(t *testing.T) {
+	applied := 0
+	s := &stamper{release: "r", namespace: "ns", maxObjects: 3, prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+		applied++
+		return obj, nil
+	}}
+	var in strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&in, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm%d\n  annotations:\n    %s: web/templates/cm.yaml\n", i, postrenderFileAnnot)
+	}
+	_, err := s.Run(bytesBuffer(in.String()))
+	if err == nil || !strings.Contains(err.Error(), "renders 4 objects, more than 3") || applied != 0 {
+		t.Fatalf("err = %v after %d objects prepared; want the limit, before any", err, applied)
+	}
+}
+
+// TestRegistryResponsesAreBounded: a registry's JSON answer (a manifest,
+// an index, a tag list) beyond maxRegistryJSON is refused while it is
+// read, whether or not it says its length.
+func TestRegistryResponsesAreBounded(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/vnd.oci.image.index.v1+json")
+		if r.URL.Path == "/chunked" {
+			w.(http.Flusher).Flush() // no Content-Length
+		}
+		_, _ = w.Write([]byte(strings.Repeat(" ", maxRegistryJSON+1)))
+	}))
+	defer srv.Close()
+	client := &http.Client{Transport: boundedBodies{rt: http.DefaultTransport}}
+	for _, path := range []string{"/sized", "/chunked"} {
+		resp, err := client.Get(srv.URL + path)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "more than") && !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("%s: err = %v, want the bound", path, err)
+		}
 	}
 }

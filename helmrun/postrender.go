@@ -40,6 +40,9 @@ type stamper struct {
 	// does not exist), read as the Bundle's account.
 	owner              func(*unstructured.Unstructured) (metav1.Object, error)
 	release, namespace string
+	// maxObjects bounds the objects of a release (--max-bundle-objects):
+	// counted here, before Helm applies any of them.
+	maxObjects int
 }
 
 // Run implements postrenderer.PostRenderer.
@@ -47,6 +50,9 @@ func (s *stamper) Run(in *bytes.Buffer) (*bytes.Buffer, error) {
 	objs, errs := decodeByTemplate(in.String())
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if s.maxObjects > 0 && len(objs) > s.maxObjects {
+		return nil, fmt.Errorf("the chart renders %d objects, more than %d; the agent's limit is --max-bundle-objects; nothing was applied", len(objs), s.maxObjects)
 	}
 	out := &bytes.Buffer{}
 	for _, o := range objs {

@@ -372,7 +372,7 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 			return nil, fmt.Errorf("release %s/%s: marking the interrupted revision %d failed: %w", req.ns, req.name, last.Version, err)
 		}
 	}
-	post := &stamper{release: req.name, namespace: req.ns,
+	post := &stamper{release: req.name, namespace: req.ns, maxObjects: req.in.Limits.OrDefault().Objects,
 		prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 			if r.opts.Prepare == nil {
 				return obj, nil

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -38,9 +39,16 @@ func (Renderer) Render(_ context.Context, in manifests.Input) (manifests.Output,
 		return manifests.Output{}, err
 	}
 	dir := cleanPath(in.Spec.Kustomize.Dir)
-	c := &checker{fs: fs, seen: map[string]bool{}, patches: map[string]string{}}
+	c := &checker{fs: fs, seen: map[string]bool{}, patches: map[string]string{}, sizes: map[string]size{}}
 	if err := c.check(dir); err != nil {
 		return manifests.Output{}, fmt.Errorf("kustomize: %w", err)
+	}
+	// Refused before krusty builds it: a tree that renders more than the
+	// limits would be built whole in memory first.
+	limits := in.Limits.OrDefault()
+	if sz := c.sizes[dir]; sz.objects > int64(limits.Objects) || sz.bytes > limits.Bytes {
+		return manifests.Output{}, fmt.Errorf("kustomize %s: it renders at least %d documents and %d bytes (each base as often as it is referenced), more than the agent's limits of %d documents (--max-bundle-objects) and %d bytes (--max-bundle-bytes); nothing was built",
+			displayPath(dir), sz.objects, sz.bytes, limits.Objects, limits.Bytes)
 	}
 	opts := krusty.MakeDefaultOptions()
 	opts.LoadRestrictions = ktypes.LoadRestrictionsRootOnly
@@ -93,6 +101,10 @@ var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Ku
 type checker struct {
 	fs   filesys.FileSystem
 	seen map[string]bool
+	// sizes bounds from below what each directory's kustomization
+	// renders, bases counted as often as they are referenced: a diamond
+	// of bases doubles per level, and is refused before krusty builds it.
+	sizes map[string]size
 	// patches maps "Kind/name" to the patch file that targets it.
 	patches map[string]string
 }
@@ -111,8 +123,14 @@ func (c *checker) patchFileOf(err error) string {
 	return ""
 }
 
+// size is what a kustomization renders at least: its resources' documents
+// and bytes, each base counted as often as it is referenced.
+type size struct{ objects, bytes int64 }
+
+func (a size) plus(b size) size { return size{a.objects + b.objects, a.bytes + b.bytes} }
+
 // check checks the kustomization in dir and, recursively, those it
-// refers to.
+// refers to, and bounds what it renders (c.sizes[dir]).
 func (c *checker) check(dir string) error {
 	fs := c.fs
 	if c.seen[dir] {
@@ -195,6 +213,18 @@ func (c *checker) check(dir string) error {
 	for _, g := range k.SecretGenerator {
 		refs = append(refs, generatorFiles(g.KvPairSources)...)
 	}
+	var sz size
+	for _, g := range k.ConfigMapGenerator {
+		sz = sz.plus(size{1, generatedBytes(g.KvPairSources)})
+	}
+	for _, g := range k.SecretGenerator {
+		sz = sz.plus(size{1, generatedBytes(g.KvPairSources)})
+	}
+	rendered := map[string]bool{} // what krusty renders: resources, bases, components
+	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
+	for _, r := range slices.Concat(k.Resources, k.Bases, k.Components) {
+		rendered[r] = true
+	}
 	for _, ref := range refs {
 		if isRemote(ref) {
 			return fmt.Errorf("%s: %q is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
@@ -208,7 +238,15 @@ func (c *checker) check(dir string) error {
 			if err := c.check(target); err != nil {
 				return err
 			}
+			if rendered[ref] {
+				sz = sz.plus(c.sizes[target])
+			}
 		case fs.Exists(target):
+			if rendered[ref] {
+				data, _ := fs.ReadFile(target) // it exists
+				body := strings.TrimPrefix(strings.TrimLeft(string(data), " \n"), "---")
+				sz = sz.plus(size{int64(strings.Count("\n"+body, "\n---")) + 1, int64(len(data))})
+			}
 		default:
 			return fmt.Errorf("%s: %q is not a file or directory of the bundle (resources %s*)", where, ref, displayPath(dir))
 		}
@@ -216,7 +254,17 @@ func (c *checker) check(dir string) error {
 	for _, p := range patchFiles {
 		c.notePatch(path.Join(dir, p))
 	}
+	c.sizes[dir] = sz
 	return nil
+}
+
+// generatedBytes is what a generator's literals make, at least.
+func generatedBytes(s ktypes.KvPairSources) int64 {
+	var n int64
+	for _, l := range s.LiteralSources {
+		n += int64(len(l))
+	}
+	return n
 }
 
 // notePatch remembers the object a patch file names (its first document).

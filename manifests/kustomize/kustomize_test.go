@@ -2,10 +2,12 @@ package kustomize
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/driftwatch/driftwatch/manifests"
@@ -226,4 +228,81 @@ patch:
 	if md["labels"].(map[string]any)["tier"] != "prod" || md["annotations"].(map[string]any)[manifests.KeepAnnotation] != "true" {
 		t.Errorf("namespace %v", md)
 	}
+}
+
+// diamond is a tree of levels kustomizations, each referring twice to the
+// one below (with a name suffix each), over one ConfigMap of data bytes:
+// it renders 2^levels ConfigMaps.
+func diamond(levels, data int) []manifests.Resource {
+	files := []manifests.Resource{
+		{Name: "l0/kustomization.yaml", Content: "resources: [cm.yaml]\n"},
+		{Name: "l0/cm.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: base}\ndata: {k: " + strings.Repeat("x", data) + "}\n"},
+	}
+	for i := 1; i <= levels; i++ {
+		for _, side := range []string{"a", "b"} {
+			files = append(files, manifests.Resource{Name: fmt.Sprintf("l%d/%s/kustomization.yaml", i, side),
+				Content: fmt.Sprintf("resources: [../../l%d]\nnameSuffix: -%s\n", i-1, side)})
+		}
+		files = append(files, manifests.Resource{Name: fmt.Sprintf("l%d/kustomization.yaml", i), Content: "resources: [a, b]\n"})
+	}
+	return files
+}
+
+// TestKustomizeBudgetsAreEnforcedBeforeTheBuild: a diamond of bases
+// doubles its output per level — 20 levels of one small ConfigMap are a
+// million objects, 10 levels of a 10 KiB one are 10 MiB — and is refused
+// from the tree alone, before krusty builds it in memory; one within the
+// limits renders.
+func TestKustomizeBudgetsAreEnforcedBeforeTheBuild(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		levels, data int
+		want         string
+	}{
+		{"a million objects", 20, 10, "at least 1048576 documents"},
+		{"ten MiB", 10, 10 << 10, "more than the agent's limits"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := manifests.BundleSpec{Resources: diamond(tc.levels, tc.data), Kustomize: &manifests.KustomizeSpec{Dir: fmt.Sprintf("l%d", tc.levels)}}
+			_, err := renderFor(t, spec, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "nothing was built") {
+				t.Fatalf("err = %v, want a refusal saying %q", err, tc.want)
+			}
+		})
+	}
+	spec := manifests.BundleSpec{Resources: diamond(4, 10), Kustomize: &manifests.KustomizeSpec{Dir: "l4"}}
+	r, err := renderFor(t, spec, nil)
+	if err != nil || len(r.Objects) != 16 {
+		t.Fatalf("a diamond of 4 levels: %v objects, %v; want 16", len(r.Objects), err)
+	}
+}
+
+// TestJSONPatchCopiesAreBounded: "copy" operations that double a value
+// again and again would need memory beyond any Bundle's; they are refused
+// once they add more than manifests.HardMaxBytes.
+func TestJSONPatchCopiesAreBounded(t *testing.T) {
+	var ops strings.Builder
+	ops.WriteString("- {op: add, path: /data/k0, value: " + strings.Repeat("x", 1<<20) + "}\n")
+	for i := 1; i <= 40; i++ { // 2^40 MiB if unbounded
+		fmt.Fprintf(&ops, "- {op: copy, from: /data, path: /data/k%d}\n", i) // the whole map again: it doubles
+	}
+	o, err := overlayOf(map[string]any{"apiVersion": "driftwatch.io/v1alpha1", "kind": JSONPatchKind,
+		"target": map[string]any{"kind": "ConfigMap", "name": "settings"}, "patch": mustYAML(t, ops.String())}, "bomb.yaml#1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "settings"}, "data": map[string]any{}}}
+	if err := o.apply(obj); err == nil || !strings.Contains(err.Error(), "copy") {
+		t.Fatalf("err = %v, want the copy bound", err)
+	}
+}
+
+func mustYAML(t *testing.T, s string) any {
+	t.Helper()
+	var v any
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

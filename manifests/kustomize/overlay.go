@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -40,6 +41,9 @@ func (o *overlay) selects(obj *unstructured.Unstructured) bool {
 		(o.namespace == "" || obj.GetNamespace() == "" || obj.GetNamespace() == o.namespace)
 }
 
+// copyLimit sets json-patch's process-wide bound on copies once.
+var copyLimit sync.Once
+
 // apply patches obj in place.
 func (o *overlay) apply(obj *unstructured.Unstructured) error {
 	orig, err := json.Marshal(obj.Object)
@@ -49,6 +53,12 @@ func (o *overlay) apply(obj *unstructured.Unstructured) error {
 	var out []byte
 	switch {
 	case o.json6902 != nil:
+		copyLimit.Do(func() {
+			// What "copy" operations may add to one document, in all:
+			// a few of them, each doubling a value, would need memory
+			// beyond any Bundle's (the API server sets the same bound).
+			jsonpatch.AccumulatedCopySizeLimit = manifests.HardMaxBytes
+		})
 		out, err = o.json6902.Apply(orig)
 	default:
 		out, err = strategicMerge(obj.GroupVersionKind(), orig, o.strategic)

@@ -60,7 +60,9 @@ func TestBadRenderDeletesNothing(t *testing.T) {
 	})
 
 	// A diamond of bases doubles its output per level: ten levels of one
-	// 10 KiB ConfigMap render 1,024 of them, 10 MiB, past the 8 MiB limit.
+	// 10 KiB ConfigMap render 1,024 of them, 10 MiB, past the 8 MiB limit
+	// (refused from the tree, before it is built; past a limit found only
+	// in the output, the decode error holds the prune the same way).
 	files := []manifests.Resource{
 		{Name: "l0/kustomization.yaml", Content: "resources: [cm.yaml]\n"},
 		{Name: "l0/cm.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: base}\ndata: {k: " + strings.Repeat("x", 10<<10) + "}\n"},
@@ -78,7 +80,7 @@ func TestBadRenderDeletesNothing(t *testing.T) {
 	createBundle(t, ns, "diamond", kust("l0"))
 	waitBundle(t, ns, "diamond", "Ready", ready)
 	updateBundleSpec(t, ns, "diamond", kust("l10"))
-	syncedWith(t, ns, "diamond", "bytes decoded")
+	syncedWith(t, ns, "diamond", "more than the agent's limits", "nothing was built")
 	if _, ok := configMap(t, ns, "base"); !ok {
 		t.Error("the ConfigMap of the last whole render was deleted by a render past the size limit")
 	}
