@@ -238,6 +238,23 @@ func TestUpstreamHeartbeatAndStatus(t *testing.T) {
 	if _, err := target.Resource(manifests.BundleGVR).Namespace(ns).Get(t.Context(), "app", metav1.GetOptions{}); err == nil {
 		t.Error("the Bundle exists in the target cluster")
 	}
+
+	// The source cluster's namespace owner restricts its Bundles (read
+	// with the shipped upstream Role): the Bundle is refused there.
+	restriction := fmt.Sprintf(`apiVersion: driftwatch.io/v1alpha1
+kind: BundleRestriction
+metadata: {name: only-targeted, namespace: %s}
+spec: {allowedTargetNamespaces: [%s]}
+`, ns, ns)
+	path := filepath.Join(t.TempDir(), "restriction.yaml")
+	if err := os.WriteFile(path, []byte(restriction), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up.kubectl(t, "apply", "-f", path)
+	waitBundleOn(t, up.dyn, ns, "app", "Refused upstream by the source's restriction", func(b *manifests.Bundle) bool {
+		c := condition(b, manifests.ConditionSynced)
+		return c != nil && c.Reason == "Refused" && strings.Contains(c.Message, "BundleRestriction "+ns+"/only-targeted")
+	})
 }
 
 // TestUpstreamTokenRotatedInPlace: the upstream revokes the agent's token
