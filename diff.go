@@ -85,11 +85,7 @@ func diffBundle(ctx context.Context, target *clusters.Clients, b *manifests.Bund
 		ns = namespace
 	}
 	set := ownership.NewSet(types.NamespacedName{Namespace: ns, Name: b.Name}, namespace)
-	t := apply.Target{Set: set, DefaultNamespace: rendered.Spec.DefaultNamespace, TargetNamespace: rendered.Spec.TargetNamespace}
-	if rendered.Spec.Helm != nil {
-		t = apply.Target{Set: set, DefaultNamespace: rendered.Spec.ReleaseNamespace()}
-	}
-	desired, invalid := applier.Prepare(rendered.Take(), t)
+	desired, invalid := applier.Prepare(rendered.Take(), apply.TargetOf(set, &rendered.Spec))
 	errs := rendered.Errors
 	for _, inv := range invalid {
 		errs = append(errs, inv)

@@ -11,11 +11,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/drift"
 	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/manifests/kustomize"
+	"github.com/driftwatch/driftwatch/ownership"
 )
 
 // runRender prints the desired objects of a Bundle file, offline.
@@ -55,11 +57,9 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "# doNotDeploy: nothing is applied on this cluster (what was is pruned)")
 		}
 	}
+	target := apply.TargetOf(ownership.Set{}, &spec) // where the agent puts them
 	for i, o := range objs {
-		if ns := spec.DefaultNamespace; o.Object.GetNamespace() == "" && (ns != "" || spec.Helm != nil) {
-			if spec.Helm != nil {
-				ns = spec.ReleaseNamespace()
-			}
+		if ns := target.NamespaceOf(o.Object.GetNamespace()); ns != o.Object.GetNamespace() {
 			// Offline there is no REST mapping: cluster-scoped kinds are
 			// told apart at apply time; here the namespace is only shown.
 			fmt.Fprintf(stdout, "# %s (namespace, if namespaced: %s)\n", o.Source, ns)

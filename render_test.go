@@ -27,6 +27,8 @@ func TestRenderGolden(t *testing.T) {
 		{"kustomize-prod", "examples/kustomize.yaml", []string{"--cluster-label", "env=prod"}},
 		{"kustomize-lab", "examples/kustomize.yaml", []string{"--cluster-label", "env=lab"}},
 		{"broken", "testdata/broken-bundle.yaml", nil},
+		// targetNamespace wins over the objects' own, as in the agent.
+		{"target-namespace", "testdata/target-namespace-bundle.yaml", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,9 +25,6 @@ type Options struct {
 	Concurrency int
 }
 
-// DefaultOptions returns the options driftwatch runs with.
-func DefaultOptions() Options { return Options{FieldManager: "driftwatch", Concurrency: 8} }
-
 // Applier applies desired objects with server-side apply.
 type Applier struct {
 	client   dynamic.Interface
@@ -40,8 +37,6 @@ type Applier struct {
 	mappings *sync.Map // schema.GroupVersionKind → *meta.RESTMapping
 	// slots bound the applies in flight across every ApplyAll.
 	slots chan struct{}
-	// as is who the clients act as ("": the agent itself), for messages.
-	as string
 }
 
 // New returns an Applier writing through client, listing metadata through
@@ -56,16 +51,13 @@ func New(client dynamic.Interface, meta metadata.Interface, mapper meta.Resettab
 }
 
 // As returns an Applier that reads and writes through other clients (a
-// ServiceAccount's, impersonated: as names it), sharing this one's kind
-// mappings and its bound on applies in flight.
-func (a *Applier) As(as string, client dynamic.Interface, meta metadata.Interface) *Applier {
+// ServiceAccount's, impersonated), sharing this one's kind mappings and its
+// bound on applies in flight.
+func (a *Applier) As(client dynamic.Interface, meta metadata.Interface) *Applier {
 	b := *a
-	b.client, b.metadata, b.as = client, meta, as
+	b.client, b.metadata = client, meta
 	return &b
 }
-
-// ActsAs returns who the Applier's clients act as; "" is the agent itself.
-func (a *Applier) ActsAs() string { return a.as }
 
 // ListMetadata lists the metadata of the objects of gvr in namespace that
 // match selector, in pages: one request instead of a GET per object when
@@ -91,17 +83,6 @@ func (a *Applier) ListMetadata(ctx context.Context, gvr schema.GroupVersionResou
 	}
 }
 
-// Concurrency returns how many applies may be in flight at once.
-func (a *Applier) Concurrency() int { return a.opts.Concurrency }
-
-// KindFor returns the kind of a resource, for messages.
-func (a *Applier) KindFor(gvr schema.GroupVersionResource) string {
-	if gvk, err := a.mapper.KindFor(gvr); err == nil {
-		return gvk.Kind
-	}
-	return gvr.Resource
-}
-
 // FieldManager returns the field manager the Applier applies as.
 func (a *Applier) FieldManager() string { return a.opts.FieldManager }
 
@@ -123,15 +104,7 @@ func (a *Applier) Resolve(obj *unstructured.Unstructured, defaultNS, targetNS st
 		return schema.GroupVersionResource{}, err
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		switch {
-		case targetNS != "":
-			obj.SetNamespace(targetNS)
-		case obj.GetNamespace() == "":
-			if defaultNS == "" {
-				defaultNS = "default"
-			}
-			obj.SetNamespace(defaultNS)
-		}
+		obj.SetNamespace(Target{DefaultNamespace: defaultNS, TargetNamespace: targetNS}.NamespaceOf(obj.GetNamespace()))
 	} else {
 		if targetNS != "" {
 			return schema.GroupVersionResource{}, fmt.Errorf("%s is cluster-scoped, but the bundle sets targetNamespace %q", gvk.Kind, targetNS)

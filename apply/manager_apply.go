@@ -65,6 +65,22 @@ type Target struct {
 	DefaultNamespace, TargetNamespace string
 }
 
+// NamespaceOf is the namespace a namespaced object that names ns goes to:
+// TargetNamespace when set, else its own, else DefaultNamespace, else
+// "default". The one rule: the agent, driftwatch diff and driftwatch
+// render all place objects by it.
+func (t Target) NamespaceOf(ns string) string {
+	switch {
+	case t.TargetNamespace != "":
+		return t.TargetNamespace
+	case ns != "":
+		return ns
+	case t.DefaultNamespace != "":
+		return t.DefaultNamespace
+	}
+	return "default"
+}
+
 // TargetOf is where the objects of a Bundle with this effective spec go:
 // targetNamespace forces every namespaced object into it; objects that
 // name no namespace go to defaultNamespace — for a Helm chart, to the

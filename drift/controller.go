@@ -144,7 +144,8 @@ type Controller struct {
 	fixing  atomic.Int32
 	churn   atomic.Int64
 
-	// mu guards everything below, and every bundleState.
+	// mu guards the fields below up to crashing, every bundleState, and
+	// clusterNow; reads and objEvents have locks of their own.
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
 	byLabel map[string]types.NamespacedName // BundleLabel value → Bundle
@@ -302,7 +303,7 @@ func (c *Controller) applierFor(access manifests.Access) (*apply.Applier, error)
 	if err != nil {
 		return nil, fmt.Errorf("serviceAccountName %s: %w", sa, err)
 	}
-	return c.applier.As(tenancy.ServiceAccountUser(sa), clients.Dynamic, clients.Metadata), nil
+	return c.applier.As(clients.Dynamic, clients.Metadata), nil
 }
 
 // Ready reports whether the Bundle cache has synced and the workers run.

@@ -254,17 +254,6 @@ func (m *Manager) StopPods(keep map[string]bool) {
 	}
 }
 
-// PodNamespaces returns the namespaces whose Pods are watched.
-func (m *Manager) PodNamespaces() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]string, 0, len(m.pods))
-	for ns := range m.pods {
-		out = append(out, ns)
-	}
-	return out
-}
-
 // Stop stops the informer for gvr, if it runs.
 func (m *Manager) Stop(gvr schema.GroupVersionResource) {
 	m.mu.Lock()
