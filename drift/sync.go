@@ -90,7 +90,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	p := newPlan(held)
 	changes := act.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, act, &rendered.Spec, p))
 	p.settle(changes)
-	pruneErrs, pending := c.prune(ctx, s, rendered, p, changes)
+	pruneErrs, pending := c.prune(ctx, s, rendered, p)
 	c.record(s, rendered, p, changes, pruneErrs)
 	if rendered.Released {
 		c.event(key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)

@@ -112,24 +112,14 @@ var errPruneHeld = errors.New("nothing pruned: the render has errors, and an obj
 // Objects that were listed but never applied nor seen (refused, denied)
 // are only forgotten: there is nothing to delete, and the account may not
 // be allowed to try. It returns the errors, and how many deletions failed.
-func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manifests.Rendered, p *plan, cs *apply.ChangeSet) ([]error, int) {
-	failedApply := map[manifests.ObjectRef]bool{}
-	for _, r := range cs.Entries {
-		if r.Err != nil {
-			failedApply[r.Desired.Ref] = true
-		}
-	}
+func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manifests.Rendered, p *plan) ([]error, int) {
 	c.mu.Lock()
+	// Everything declared stays listed, applied or not: what was denied
+	// and never written is found absent (or unreadable to the account)
+	// when it leaves the Bundle, and forgotten then (member), while the
+	// parent is not rewritten by every sync that announces it again.
 	keep := make([]manifests.ObjectRef, 0, len(p.desired)+len(p.problems))
-	for ref, d := range p.desired {
-		if failedApply[ref] && s.applied[ref] == nil {
-			// Denied or failed, and not applied before: listed only if it
-			// exists (a later sync must not try to delete what its account
-			// never wrote, nor may read).
-			if _, cached := c.watches.Get(d.GVR, ref.Namespace, ref.Name); !cached {
-				continue
-			}
-		}
+	for ref := range p.desired {
 		keep = append(keep, ref)
 	}
 	var gone []manifests.ObjectRef
@@ -138,7 +128,10 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manife
 			continue
 		}
 		if _, failed := p.problems[ref]; failed {
-			keep = append(keep, ref) // declared, but failed this time: still the Bundle's
+			// Declared, but invalid or refused this time: listed as it was
+			// (announced again by every sync; a refused one — another's —
+			// is never deleted: it does not carry this set's label).
+			keep = append(keep, ref)
 			continue
 		}
 		gone = append(gone, ref)

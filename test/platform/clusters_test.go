@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/test/cluster"
@@ -34,8 +35,13 @@ func TestProviderImpersonatesServiceAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := as.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{}); err != nil {
-		t.Errorf("the account may list configmaps in %s: %v", ns, err)
+	// The API server's RBAC cache takes the new binding a moment later.
+	var listErr error
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, listErr = as.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		return listErr == nil, nil
+	}); err != nil {
+		t.Errorf("the account may list configmaps in %s: %v", ns, listErr)
 	}
 	_, err = as.Dynamic.Resource(deployments).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "system:serviceaccount:"+ns+":deployer") {
