@@ -47,7 +47,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-	if !ok || s.inFlight[ref] || s.releasing || obj.Deleting {
+	if !ok || s.ours(ref) || obj.Deleting {
 		return
 	}
 	applied := s.applied[ref]
@@ -88,7 +88,7 @@ func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name str
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, namespace, name, nil)
-	if !ok || s.inFlight[ref] || s.releasing || s.applied[ref] == nil {
+	if !ok || s.ours(ref) || s.applied[ref] == nil {
 		return // releasing: Helm deletes what left the chart (recheckAll looks again)
 	}
 	c.driftFound(s, ref, Deleted(), now)

@@ -41,7 +41,7 @@ func (c *Controller) pending(key fixKey) (correction, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.states[key.Bundle]
-	if s == nil || !s.corrects() || s.inFlight[key.Ref] || s.releasing {
+	if s == nil || !s.corrects() || s.ours(key.Ref) {
 		return correction{}, false
 	}
 	info, drifted := s.drifted[key.Ref]

@@ -269,7 +269,9 @@ func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Objec
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-	if !ok || s.applied[ref] == nil || s.inFlight[ref] || obj.Deleting {
+	// A Pod that fails while a release runs is Helm's to handle (the
+	// recheck after it looks again).
+	if !ok || s.applied[ref] == nil || s.ours(ref) || obj.Deleting {
 		return
 	}
 	if d, ok := s.drifted[ref]; ok && d.finding.Cause == CausePodFailed {

@@ -194,6 +194,12 @@ func (c *Controller) claimed(s *bundleState, refs []manifests.ObjectRef, write f
 	return write()
 }
 
+// ours reports whether a write of the agent's own is changing ref now — a
+// correction or apply in flight, or a Helm operation on the Bundle's
+// release — so that what its events show is that write, not drift. The
+// caller holds Controller.mu.
+func (s *bundleState) ours(ref manifests.ObjectRef) bool { return s.inFlight[ref] || s.releasing }
+
 // ignoreFor returns the ignored field paths that apply to ref.
 func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 	var out []string

@@ -14,6 +14,7 @@ import (
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
+	"github.com/driftwatch/driftwatch/watch"
 )
 
 // syncBundle brings the target cluster in line with one Bundle:
@@ -138,10 +139,14 @@ func (c *Controller) recheckAll(s *bundleState) {
 	}
 	c.mu.Unlock()
 	for _, d := range ds {
-		if obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name); ok {
-			c.check(d.GVR, obj)
-		} else {
+		obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
+		switch {
+		case !ok:
 			c.onGone(d.GVR, d.Ref.Namespace, d.Ref.Name)
+		case d.GVR == watch.PodsGVR && obj.Pod != nil && obj.Pod.Phase == corev1.PodFailed:
+			c.podFailed(d.GVR, obj) // a bare Pod that failed while Helm worked
+		default:
+			c.check(d.GVR, obj)
 		}
 	}
 }

@@ -101,7 +101,7 @@ driftwatch is running (log: %s) with the bundles in %s/.
   kubectl scale -n web deployment/api --replicas=5  # reverted at once
   kubectl set image -n web deployment/api api=evil:1
   kubectl delete -n web configmap api-settings      # comes back
-  kubectl get events -n driftwatch-system --field-selector involvedObject.name=web
+  kubectl get events -n web --field-selector involvedObject.name=api   # drift and corrections, on the object
   kubectl get bundle web -n driftwatch-system -o yaml   # status: who changed what
   kubectl scale -n audit deployment/worker --replicas=3 # ignored field: left alone
   kubectl set image -n audit deployment/worker worker=x:1 # Detect mode: reported, kept
