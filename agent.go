@@ -143,25 +143,9 @@ func runAgent(args []string, stderr io.Writer) int {
 		_ = klogFlags.Lookup("v").Value.Set(strconv.Itoa(maxVerbosity))
 		fmt.Fprintf(stderr, "agent: -v %d lowered to %d: higher levels log request bodies, Secret values among them\n", v, maxVerbosity)
 	}
-	if f.sourceKubeconfig != "" {
-		if errs := validation.IsDNS1123Subdomain(f.clusterName); len(errs) > 0 {
-			fmt.Fprintf(stderr, "agent: --source-kubeconfig needs a --cluster-name that names a Lease: %q: %s\n", f.clusterName, strings.Join(errs, "; "))
-			return 2
-		}
-	}
-	if f.maxBundleBytes < 1 || f.maxBundleBytes > manifests.HardMaxBytes || f.maxBundleObjects < 1 {
-		fmt.Fprintf(stderr, "agent: --max-bundle-bytes must be 1..%d and --max-bundle-objects at least 1\n", manifests.HardMaxBytes)
+	if err := f.check(); err != nil {
+		fmt.Fprintf(stderr, "agent: %v\n", err)
 		return 2
-	}
-	if _, err := bundleNamespaces(f.bundleNamespaces); err != nil {
-		fmt.Fprintf(stderr, "agent: --bundle-namespaces: %v\n", err)
-		return 2
-	}
-	if f.defaultServiceAccount != "" {
-		if errs := validation.IsDNS1123Subdomain(f.defaultServiceAccount); len(errs) > 0 {
-			fmt.Fprintf(stderr, "agent: --default-service-account %q: %s\n", f.defaultServiceAccount, strings.Join(errs, "; "))
-			return 2
-		}
 	}
 	if _, set := os.LookupEnv("GOGC"); !set {
 		// The agent's live heap is mostly its caches, and it allocates
@@ -179,6 +163,27 @@ func runAgent(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// check refuses flags that cannot work together or name nothing valid.
+func (f *agentFlags) check() error {
+	if f.sourceKubeconfig != "" {
+		if errs := validation.IsDNS1123Subdomain(f.clusterName); len(errs) > 0 {
+			return fmt.Errorf("--source-kubeconfig needs a --cluster-name that names a Lease: %q: %s", f.clusterName, strings.Join(errs, "; "))
+		}
+	}
+	if f.maxBundleBytes < 1 || f.maxBundleBytes > manifests.HardMaxBytes || f.maxBundleObjects < 1 {
+		return fmt.Errorf("--max-bundle-bytes must be 1..%d and --max-bundle-objects at least 1", manifests.HardMaxBytes)
+	}
+	if _, err := bundleNamespaces(f.bundleNamespaces); err != nil {
+		return fmt.Errorf("--bundle-namespaces: %w", err)
+	}
+	if f.defaultServiceAccount != "" {
+		if errs := validation.IsDNS1123Subdomain(f.defaultServiceAccount); len(errs) > 0 {
+			return fmt.Errorf("--default-service-account %q: %s", f.defaultServiceAccount, strings.Join(errs, "; "))
+		}
+	}
+	return nil
 }
 
 // bundleNamespaces parses --bundle-namespaces: names, or "*" for all
@@ -240,53 +245,16 @@ func agent(ctx context.Context, f agentFlags) error {
 		return err
 	}
 
-	opts := drift.DefaultOptions()
-	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
-	opts.BundleNamespaces, _ = bundleNamespaces(f.bundleNamespaces) // checked with the flags
-	user, err := whoAmI(ctx, target.Kube)
+	ctrl, err := newController(ctx, f, provider, applier, reg, m)
 	if err != nil {
 		return err
 	}
-	logger.Info("Acting in the target cluster as", "user", user)
-	opts.Tenancy = tenancy.Policy{DefaultServiceAccount: f.defaultServiceAccount, AgentUser: user}
-	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
-	opts.QueueMetrics = metrics.NewQueues(reg)
-	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
-	opts.TargetMetadata = target.Metadata
-	opts.ActAs = provider.Impersonate
-	opts.TargetEvents = target.Kube.EventsV1()
-	var source func() *clusters.Clients // one cluster: credentials are read as the Bundle's account
-	if f.sourceKubeconfig != "" {
-		source = func() *clusters.Clients { c, _ := provider.Source(); return c }
-	}
-	releases, err := helmrun.New(helmrun.Options{Target: target, Source: source, ActAs: provider.Impersonate,
-		Prepare: func(b types.NamespacedName, spec *manifests.BundleSpec, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-			// The Target a sync of a Helm Bundle prepares with (drift's bundleState.target).
-			return applier.PrepareChartObject(obj, apply.TargetOf(ownership.NewSet(b, f.namespace), spec))
-		},
-		FieldManager: f.fieldManager,
-		CacheDir:     f.chartCacheDir, CacheBytes: f.chartCacheBytes, Logger: logger.WithName("helm")})
-	if err != nil {
-		return err
-	}
-	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch,
-		Limits: manifests.Limits{Bytes: f.maxBundleBytes, Objects: f.maxBundleObjects}}
-	ctrl := drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
-		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
-	}, m, opts)
 
 	servers := []*http.Server{
 		{Addr: f.metricsAddr, Handler: metricsMux(reg, f.profiling)},
 		{Addr: f.healthAddr, Handler: healthMux(ctrl.Ready)},
 	}
-	errc := make(chan error, len(servers)+1)
-	for _, s := range servers {
-		go func() {
-			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serving %s: %w", s.Addr, err)
-			}
-		}()
-	}
+	errc := serve(servers)
 	if n := releaseBinaryPages(); n > 0 {
 		logger.V(2).Info("Paged out the binary's start-up pages", "bytes", n)
 	}
@@ -315,6 +283,61 @@ func agent(ctx context.Context, f agentFlags) error {
 		_ = s.Shutdown(shutdownCtx) // best effort on the way out
 	}
 	return runErr
+}
+
+// newController builds the drift controller: who the agent is and the
+// tenancy rules, the render pipeline with Helm and Kustomize, the watches.
+func newController(ctx context.Context, f agentFlags, provider *clusters.Provider, applier *apply.Applier,
+	reg *prometheus.Registry, m *metrics.Metrics) (*drift.Controller, error) {
+	logger := klog.FromContext(ctx)
+	target := provider.Target()
+	opts := drift.DefaultOptions()
+	opts.Namespace, opts.ParentNamespace = f.namespace, f.namespace
+	opts.BundleNamespaces, _ = bundleNamespaces(f.bundleNamespaces) // checked with the flags
+	user, err := whoAmI(ctx, target.Kube)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("Acting in the target cluster as", "user", user)
+	opts.Tenancy = tenancy.Policy{DefaultServiceAccount: f.defaultServiceAccount, AgentUser: user}
+	opts.Workers, opts.ResyncPeriod = f.concurrency, f.resyncPeriod
+	opts.QueueMetrics = metrics.NewQueues(reg)
+	opts.Cluster = manifests.Cluster{Name: f.clusterName, Labels: f.clusterLabels}
+	opts.TargetMetadata = target.Metadata
+	opts.ActAs = provider.Impersonate
+	opts.TargetEvents = target.Kube.EventsV1()
+	var source func() *clusters.Clients // one cluster: credentials are read as the Bundle's account
+	if f.sourceKubeconfig != "" {
+		source = func() *clusters.Clients { c, _ := provider.Source(); return c }
+	}
+	releases, err := helmrun.New(helmrun.Options{Target: target, Source: source, ActAs: provider.Impersonate,
+		Prepare: func(b types.NamespacedName, spec *manifests.BundleSpec, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+			// The Target a sync of a Helm Bundle prepares with (drift's bundleState.target).
+			return applier.PrepareChartObject(obj, apply.TargetOf(ownership.NewSet(b, f.namespace), spec))
+		},
+		FieldManager: f.fieldManager,
+		CacheDir:     f.chartCacheDir, CacheBytes: f.chartCacheBytes, Logger: logger.WithName("helm")})
+	if err != nil {
+		return nil, err
+	}
+	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch,
+		Limits: manifests.Limits{Bytes: f.maxBundleBytes, Objects: f.maxBundleObjects}}
+	return drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
+		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
+	}, m, opts), nil
+}
+
+// serve starts the HTTP servers; the channel gets the first that fails.
+func serve(servers []*http.Server) <-chan error {
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serving %s: %w", s.Addr, err)
+			}
+		}()
+	}
+	return errc
 }
 
 // runWithSource runs the controller and, in upstream mode, what keeps its

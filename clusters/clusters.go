@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -213,7 +214,7 @@ func (p *Provider) ReplaceSource(c *Clients) {
 // and cached: the API server then authorises every request as that
 // account, and denies what its RBAC does not allow.
 func (p *Provider) Impersonate(serviceAccount types.NamespacedName) (*Clients, error) {
-	user := "system:serviceaccount:" + serviceAccount.Namespace + ":" + serviceAccount.Name
+	user := serviceaccount.MakeUsername(serviceAccount.Namespace, serviceAccount.Name)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.impersonated[user]; ok {

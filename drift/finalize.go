@@ -35,30 +35,9 @@ func (c *Controller) ensureFinalizer(ctx context.Context, u *unstructured.Unstru
 // finalize deletes a deleted Bundle's objects (unless it keeps them), then
 // releases the Bundle.
 func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured, b *manifests.Bundle) error {
-	var act *apply.Applier
-	var access manifests.Access
-	refused := false
-	if b != nil {
-		// The Bundle's own account deletes its objects, as it applied
-		// them; a sync of this process may not have chosen it yet.
-		var err error
-		access, err = c.pipeline.AccessFor(b, c.cluster())
-		var r *manifests.Refused
-		switch {
-		case errors.As(err, &r):
-			// The rules no longer allow it any account: only what a sync
-			// of this process admitted may clean up, as it applied.
-			refused = true
-			c.warn(key, "CleanupRefused", "%v; only objects this agent applied as the Bundle's account since it started are deleted", err)
-		case err != nil:
-			c.warn(key, "CleanupFailed", "%v", err)
-			return err
-		default:
-			if act, err = c.applierFor(access); err != nil {
-				c.warn(key, "CleanupFailed", "%v", err)
-				return err
-			}
-		}
+	act, access, refused, err := c.cleanupAccess(key, b)
+	if err != nil {
+		return err
 	}
 	s, err := c.finalState(ctx, key, act, refused)
 	if err != nil {
@@ -93,6 +72,36 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 			return err
 		}
 	}
+	return c.removeFinalizer(ctx, key, u)
+}
+
+// cleanupAccess is who deletes a deleted Bundle's objects: its own
+// account, as it applied them (a sync of this process may not have chosen
+// it yet); refused says the rules no longer allow it any, and then only
+// what a sync of this process admitted may clean up, as it applied.
+func (c *Controller) cleanupAccess(key types.NamespacedName, b *manifests.Bundle) (act *apply.Applier, access manifests.Access, refused bool, err error) {
+	if b == nil {
+		return nil, access, false, nil
+	}
+	access, err = c.pipeline.AccessFor(b, c.cluster())
+	var r *manifests.Refused
+	switch {
+	case errors.As(err, &r):
+		c.warn(key, "CleanupRefused", "%v; only objects this agent applied as the Bundle's account since it started are deleted", err)
+		return nil, access, true, nil
+	case err != nil:
+		c.warn(key, "CleanupFailed", "%v", err)
+		return nil, access, false, err
+	}
+	if act, err = c.applierFor(access); err != nil {
+		c.warn(key, "CleanupFailed", "%v", err)
+	}
+	return act, access, false, err
+}
+
+// removeFinalizer removes the cleanup finalizer from a deleted Bundle and
+// forgets it.
+func (c *Controller) removeFinalizer(ctx context.Context, key types.NamespacedName, u *unstructured.Unstructured) error {
 	var kept []string
 	for _, f := range u.GetFinalizers() {
 		if f != Finalizer {

@@ -73,10 +73,13 @@ func (c *Controller) announce(ctx context.Context, s *bundleState, stage []apply
 		refs[i] = d.Ref
 	}
 	c.mu.Lock()
-	next := s.inv.With(refs...)
-	same := next.Equal(s.inv)
+	listed := s.inv.Covers(refs)
+	next := s.inv
+	if !listed {
+		next = s.inv.With(refs...)
+	}
 	c.mu.Unlock()
-	if same {
+	if listed {
 		return nil
 	}
 	return c.writeInventory(ctx, s, next)
@@ -155,11 +158,12 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manife
 		delete(s.applied, ref)
 		delete(s.drifted, ref)
 	}
-	next := ownership.NewInventory(keep...)
-	same := next.Equal(s.inv) && s.parentLoaded
+	// keep holds each object once: the inventory is unchanged when it
+	// lists them all and nothing else.
+	same := s.parentLoaded && len(keep) == s.inv.Len() && s.inv.Covers(keep)
 	c.mu.Unlock()
 	if !same {
-		if err := c.writeInventory(ctx, s, next); err != nil {
+		if err := c.writeInventory(ctx, s, ownership.NewInventory(keep...)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -110,15 +110,11 @@ func (s *stamper) admit(obj *unstructured.Unstructured) error {
 	if err != nil || existing == nil {
 		return err
 	}
-	partOf, ok := existing.GetLabels()[ownership.PartOfLabel]
-	if !ok || partOf == ours {
-		return nil
+	// Adoption of what nobody owns is Helm's (takeOwnership) to decide.
+	if err := (ownership.Set{ID: ours}).Admit(existing, true); err != nil {
+		return fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), err)
 	}
-	owner := existing.GetAnnotations()[ownership.BundleAnnotation]
-	if owner == "" {
-		owner = partOf
-	}
-	return fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), &ownership.ErrOwnedByOther{Owner: owner})
+	return nil
 }
 
 // fileAnnotRE finds the template a post-renderer document came from.

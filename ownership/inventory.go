@@ -51,11 +51,21 @@ func (inv Inventory) Has(ref manifests.ObjectRef) bool { return inv.objects[ref]
 // Len is the number of objects listed.
 func (inv Inventory) Len() int { return len(inv.objects) }
 
-// Objects lists the objects, sorted.
-func (inv Inventory) Objects() []manifests.ObjectRef {
-	out := slices.Collect(maps.Keys(inv.objects))
-	slices.SortFunc(out, func(a, b manifests.ObjectRef) int { return strings.Compare(line(a), line(b)) })
-	return out
+// Objects lists the objects, in no particular order.
+func (inv Inventory) Objects() []manifests.ObjectRef { return slices.Collect(maps.Keys(inv.objects)) }
+
+// Covers reports whether the inventory is recorded and lists every one of
+// refs: a sync that declares nothing new need not write it.
+func (inv Inventory) Covers(refs []manifests.ObjectRef) bool {
+	if !inv.Recorded {
+		return false
+	}
+	for _, r := range refs {
+		if !inv.objects[r] {
+			return false
+		}
+	}
+	return true
 }
 
 // With returns the inventory with refs added.
@@ -103,8 +113,13 @@ func (s Set) ParentOf(inv Inventory) (*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range inv.Objects() {
-		fmt.Fprintln(zw, line(r))
+	lines := make([]string, 0, len(inv.objects))
+	for r := range inv.objects {
+		lines = append(lines, line(r))
+	}
+	slices.Sort(lines) // the same inventory, the same parent
+	for _, l := range lines {
+		fmt.Fprintln(zw, l)
 	}
 	if err := zw.Close(); err != nil {
 		return nil, err

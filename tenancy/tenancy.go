@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 
 	"github.com/driftwatch/driftwatch/manifests"
 )
@@ -42,11 +43,6 @@ type Policy struct {
 
 var _ manifests.Admitter = (*Policy)(nil)
 
-// ServiceAccountUser is the user name a ServiceAccount authenticates as.
-func ServiceAccountUser(sa types.NamespacedName) string {
-	return "system:serviceaccount:" + sa.Namespace + ":" + sa.Name
-}
-
 // Admit settles the Access of a Bundle with this effective spec, or
 // returns a *manifests.Refused that names the rule it breaks.
 func (p *Policy) Admit(bundle types.NamespacedName, spec *manifests.BundleSpec) (manifests.Access, error) {
@@ -72,7 +68,7 @@ func (p *Policy) Admit(bundle types.NamespacedName, spec *manifests.BundleSpec) 
 				Message: fmt.Sprintf("%q is not a ServiceAccount name: %s", name, strings.Join(errs, "; "))}
 		}
 		access.ServiceAccount = types.NamespacedName{Namespace: bundle.Namespace, Name: name}
-		if p.AgentUser != "" && ServiceAccountUser(access.ServiceAccount) == p.AgentUser {
+		if p.AgentUser != "" && serviceaccount.MakeUsername(bundle.Namespace, name) == p.AgentUser {
 			return manifests.Access{}, &manifests.Refused{Rule: from,
 				Message: fmt.Sprintf("ServiceAccount %s is the agent's own account; a Bundle never acts as the agent by naming it", access.ServiceAccount)}
 		}
@@ -203,26 +199,25 @@ func plainCredentials(spec *manifests.BundleSpec) string {
 	return ""
 }
 
-func globAny(patterns []string, s string) (bool, error) {
+// globAny reports whether s matches one of patterns (path.Match).
+func globAny(patterns []string, s string) (bool, error) { return matchAny(patterns, s, path.Match) }
+
+// regexpAny reports whether s matches one of patterns, regular
+// expressions anchored at both ends.
+func regexpAny(patterns []string, s string) (bool, error) {
+	return matchAny(patterns, s, func(pat, s string) (bool, error) {
+		re, err := regexp.Compile("^(?:" + pat + ")$")
+		return err == nil && re.MatchString(s), err
+	})
+}
+
+func matchAny(patterns []string, s string, match func(pattern, s string) (bool, error)) (bool, error) {
 	for _, pat := range patterns {
-		ok, err := path.Match(pat, s)
+		ok, err := match(pat, s)
 		if err != nil {
 			return false, fmt.Errorf("pattern %q: %w", pat, err)
 		}
 		if ok {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func regexpAny(patterns []string, s string) (bool, error) {
-	for _, pat := range patterns {
-		re, err := regexp.Compile("^(?:" + pat + ")$")
-		if err != nil {
-			return false, fmt.Errorf("pattern %q: %w", pat, err)
-		}
-		if re.MatchString(s) {
 			return true, nil
 		}
 	}

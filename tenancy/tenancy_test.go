@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 
 	"github.com/driftwatch/driftwatch/manifests"
 )
@@ -36,7 +37,7 @@ func restriction(ns, name string, spec manifests.RestrictionSpec) manifests.Bund
 
 func TestAdmit(t *testing.T) {
 	const agentNS = "driftwatch-system"
-	agentUser := ServiceAccountUser(types.NamespacedName{Namespace: agentNS, Name: "driftwatch"})
+	agentUser := serviceaccount.MakeUsername(agentNS, "driftwatch")
 	open := &Policy{AgentNamespace: agentNS, AgentUser: agentUser}
 	locked := &Policy{AgentNamespace: agentNS, AgentUser: agentUser, DefaultServiceAccount: "tenant"}
 	teamA := types.NamespacedName{Namespace: "team-a", Name: "app"}

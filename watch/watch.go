@@ -179,15 +179,22 @@ func (m *Manager) start(gvr schema.GroupVersionResource) *informer {
 			}
 		},
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if o, ok := obj.(*Object); ok {
+			if o, ok := deleted(obj); ok {
 				m.handler.OnDelete(gvr, o)
 			}
 		},
 	})
 	return i
+}
+
+// deleted is the object of a delete event, also when the deletion was
+// only inferred after a re-list (a tombstone).
+func deleted(obj any) (*Object, bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	o, ok := obj.(*Object)
+	return o, ok
 }
 
 // run starts inf with the compacting transform and handler, owned by the
@@ -232,10 +239,7 @@ func (m *Manager) EnsurePods(namespace string) {
 		AddFunc:    onPod,
 		UpdateFunc: func(_, obj any) { onPod(obj) },
 		DeleteFunc: func(obj any) {
-			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			if o, ok := obj.(*Object); ok {
+			if o, ok := deleted(obj); ok {
 				m.handler.OnPodDeleted(o)
 			}
 		},

@@ -167,11 +167,7 @@ subjects: [{kind: ServiceAccount, name: driftwatch, namespace: driftwatch-system
 			}
 			other := cp.Namespace(t) // not onboarded
 			args = append(args, "--bundle-namespaces", ns+","+other, "--default-service-account=driftwatch-deployer")
-			token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", "driftwatch-system"))
-			kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-			if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			kubeconfig := tokenKubeconfig(t, "driftwatch-system", "driftwatch")
 			if variant == "wide" {
 				args = nil // the agent itself applies: the base's own setting
 			}
@@ -301,12 +297,7 @@ func TestShippedDeploymentStarts(t *testing.T) {
 		}
 		args = append(args, a)
 	}
-	token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", dep.Namespace))
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := startAgentEnv(t, env, dep.Namespace, append(args, "--kubeconfig", kubeconfig)...)
+	a := startAgentEnv(t, env, dep.Namespace, append(args, "--kubeconfig", tokenKubeconfig(t, dep.Namespace, "driftwatch"))...)
 	waitFor(t, "the agent to lead and be ready", func() (bool, string) { return a.ready(t), "not ready" })
 
 	dir := t.TempDir()

@@ -21,32 +21,11 @@ func tenant(t *testing.T, ns string) string {
 	t.Cleanup(func() {
 		_ = cp.Client().CoreV1().Namespaces().Delete(t.Context(), tn, metav1.DeleteOptions{})
 	})
-	rbac := fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[2]s}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: deployer, namespace: %[1]s}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: deployer, namespace: %[2]s}
-rules:
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
-- apiGroups: [rbac.authorization.k8s.io]
+	applyYAML(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+tn+"}\n")
+	deployer(t, ns, tn, configMapRules+`- apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: deployer, namespace: %[2]s}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: deployer}
-subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
-`, ns, tn)
-	applyYAML(t, rbac)
+`)
 	return tn
 }
 

@@ -24,10 +24,28 @@ func applyYAML(t *testing.T, doc string) {
 	kubectl(t, "apply", "-f", path)
 }
 
-// deployerIn creates, in namespace ns, a ServiceAccount "deployer" that
-// may manage ConfigMaps there and nothing else: what a platform team gives
+// tokenKubeconfig is a kubeconfig file with a token of ServiceAccount
+// ns/name (TokenRequest).
+func tokenKubeconfig(t *testing.T, ns, name string) string {
+	t.Helper()
+	token := strings.TrimSpace(kubectl(t, "create", "token", name, "-n", ns))
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kubeconfig
+}
+
+// configMapRules lets a Role manage ConfigMaps.
+const configMapRules = `- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update, patch, delete]
+`
+
+// deployer creates a ServiceAccount "deployer" in saNamespace and, in
+// namespace ns, a Role with rules bound to it: what a platform team gives
 // one team.
-func deployerIn(t *testing.T, ns string) {
+func deployer(t *testing.T, saNamespace, ns, rules string) {
 	t.Helper()
 	applyYAML(t, fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
@@ -35,19 +53,20 @@ metadata: {name: deployer, namespace: %[1]s}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {name: deployer, namespace: %[1]s}
+metadata: {name: deployer, namespace: %[2]s}
 rules:
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
----
+%[3]s---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {name: deployer, namespace: %[1]s}
+metadata: {name: deployer, namespace: %[2]s}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: deployer}
 subjects: [{kind: ServiceAccount, name: deployer, namespace: %[1]s}]
-`, ns))
+`, saNamespace, ns, rules))
 }
+
+// deployerIn creates, in namespace ns, a ServiceAccount "deployer" that
+// may manage ConfigMaps there and nothing else.
+func deployerIn(t *testing.T, ns string) { deployer(t, ns, ns, configMapRules) }
 
 // agentAsServiceAccount runs the agent as ServiceAccount "driftwatch" of
 // ns, bound to cluster-admin as the shipped wide RBAC binds it, with a
@@ -68,12 +87,7 @@ subjects: [{kind: ServiceAccount, name: driftwatch, namespace: %[1]s}]
 	t.Cleanup(func() {
 		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(context.WithoutCancel(t.Context()), ns+"-agent", metav1.DeleteOptions{})
 	})
-	token := strings.TrimSpace(kubectl(t, "create", "token", "driftwatch", "-n", ns))
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(kubeconfigYAML(cp.Host, cp.CACert(), "token: "+token)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return startAgent(t, ns, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	return startAgent(t, ns, append([]string{"--kubeconfig", tokenKubeconfig(t, ns, "driftwatch")}, args...)...)
 }
 
 // refused waits until the Bundle is refused whole: Synced False, reason
@@ -251,3 +265,4 @@ func TestHelmBundlesStayInTheirNamespaceAndTakeNothingOfOthers(t *testing.T) {
 		t.Errorf("the victim is not Ready: %+v", b.Status.Conditions)
 	}
 }
+
