@@ -266,3 +266,21 @@ func TestHelmBundlesStayInTheirNamespaceAndTakeNothingOfOthers(t *testing.T) {
 	}
 }
 
+// TestValuesFromAnotherNamespaceIsReadAsTheAccount: a chart's valuesFrom
+// may name a Secret of any namespace; it is read as the Bundle's account,
+// so a tenant cannot have the agent read another namespace's Secret into
+// its values.
+func TestValuesFromAnotherNamespaceIsReadAsTheAccount(t *testing.T) {
+	ns, _ := setup(t, "--chart-cache-dir", t.TempDir())
+	other := cp.Namespace(t)
+	deployerIn(t, ns)
+	applyYAML(t, fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: %s}\nstringData: {values.yaml: \"password: hunter2\"}\n", other))
+	createBundle(t, ns, "peek", specYAML(t, manifests.BundleSpec{DefaultNamespace: ns, ServiceAccountName: "deployer",
+		Resources: chartFiles(t, "web"), Helm: &manifests.HelmSpec{Chart: "web",
+			ValuesFrom: []manifests.ValuesReference{{SecretKeyRef: &manifests.KeySelector{Name: "db", Namespace: other}}}}}))
+	waitBundle(t, ns, "peek", "the Secret read refused", func(b *manifests.Bundle) bool {
+		c := condition(b, manifests.ConditionSynced)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, `cannot get resource "secrets"`) &&
+			strings.Contains(c.Message, "system:serviceaccount:"+ns+":deployer") && strings.Contains(c.Message, other)
+	})
+}
