@@ -156,9 +156,17 @@ func (c *Controller) queueDependents(old, u *unstructured.Unstructured) {
 	if bundleReady(old) == bundleReady(u) {
 		return
 	}
-	for name, b := range c.cachedBundles(u.GetNamespace()) {
+	c.queueDependentsIn(u.GetNamespace())
+}
+
+// queueDependentsIn syncs the Bundles of namespace that depend on others:
+// one of those others changed, appeared or went away (a dependency created
+// after its dependent's sync was otherwise waited for as "not found" for
+// good).
+func (c *Controller) queueDependentsIn(namespace string) {
+	for name, b := range c.cachedBundles(namespace) {
 		if deps, found, _ := unstructured.NestedSlice(b.Object, "spec", "dependsOn"); found && len(deps) > 0 {
-			c.queue.Add(types.NamespacedName{Namespace: u.GetNamespace(), Name: name})
+			c.queue.Add(types.NamespacedName{Namespace: namespace, Name: name})
 		}
 	}
 }

@@ -233,6 +233,9 @@ func (c *Controller) bundleHandler(src *source) cache.ResourceEventHandler {
 			}
 			c.connected()
 			c.enqueueBundle(obj)
+			if m, ok := obj.(metav1.Object); ok {
+				c.queueDependentsIn(m.GetNamespace()) // one may wait for this one
+			}
 		},
 		UpdateFunc: func(old, obj any) {
 			if !active() {
