@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 export GOTOOLCHAIN := local
 # apimachinery's fieldsv1string interns managedFields: objects of the same
-# shape share one copy in the informer caches (see README, Performance).
+# shape share one copy in the informer caches (see docs/performance.md).
 export GOFLAGS := $(GOFLAGS) -tags=fieldsv1string
 
 CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/driftwatch
@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test fuzz FORCE
+.PHONY: all build demo test race tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test fuzz FORCE
 
 all: build
 
@@ -77,6 +77,12 @@ test: tools deps lint build ## vet, staticcheck, every test, promtool checks, be
 	@$(MAKE) --no-print-directory image-test
 	test/promtool.sh
 	@$(MAKE) --no-print-directory bench-smoke
+
+# The unit tests and the end-to-end tests with the race detector, the
+# agent under test built with it too (a race it reports fails the test).
+race: tools deps build ## every unit and end-to-end test under the race detector (about 25 min)
+	go test -race -count=1 -timeout 20m $$(go list ./... | grep -v -e /test/ -e /tools)
+	DRIFTWATCH_E2E_RACE=1 go test -count=1 -timeout 60m ./test/e2e
 
 bin/bench: FORCE
 	go build -o bin/bench ./test/bench

@@ -152,7 +152,7 @@ func runAgent(args []string, stderr io.Writer) int {
 		// little between syncs: collecting at 1.5× the live heap instead of
 		// Go's default 2× keeps RSS ~15 % lower (10k owned objects: 59 vs
 		// 67 MiB during a stream of corrections) for ~6 % more CPU in a full
-		// sync (README, Performance). GOGC in the environment overrides it.
+		// sync (docs/performance.md). GOGC in the environment overrides it.
 		debug.SetGCPercent(defaultGCPercent)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -109,8 +109,21 @@ func (i Invalid) Error() string { return i.Source + ": " + i.Err.Error() }
 // objects: each one's map is dropped once it is serialised, so that a
 // large Bundle's decoded maps do not all live at once.
 func (a *Applier) Prepare(objs []manifests.Object, t Target) ([]Desired, []Invalid) {
-	p := preparer{a: a, t: t, seen: map[manifests.ObjectRef]string{}}
-	return p.prepare(objs)
+	return a.NewPreparer(t).Prepare(objs)
+}
+
+// Preparer prepares the objects of one Bundle stage by stage: a later
+// stage's kinds may only resolve once an earlier stage's CRDs are
+// Established, and an object declared in two stages is still caught.
+type Preparer struct {
+	a    *Applier
+	t    Target
+	seen map[manifests.ObjectRef]string // ref → source, to catch duplicates
+}
+
+// NewPreparer returns a Preparer for the objects of one Bundle.
+func (a *Applier) NewPreparer(t Target) *Preparer {
+	return &Preparer{a: a, t: t, seen: map[manifests.ObjectRef]string{}}
 }
 
 // PrepareOne prepares one object as Prepare does and returns it as it
@@ -138,13 +151,8 @@ func (a *Applier) PrepareChartObject(obj *unstructured.Unstructured, t Target) (
 	return obj, nil
 }
 
-type preparer struct {
-	a    *Applier
-	t    Target
-	seen map[manifests.ObjectRef]string // ref → source, to catch duplicates
-}
-
-func (p *preparer) prepare(objs []manifests.Object) ([]Desired, []Invalid) {
+// Prepare prepares objs as Applier.Prepare does.
+func (p *Preparer) Prepare(objs []manifests.Object) ([]Desired, []Invalid) {
 	out := make([]Desired, 0, len(objs))
 	var invalid []Invalid
 	for i, o := range objs {
@@ -179,38 +187,37 @@ func (p *preparer) prepare(objs []manifests.Object) ([]Desired, []Invalid) {
 	return out, invalid
 }
 
-// ObjectFunc applies one prepared object — or decides that it needs no
-// write, or refuses it — and says what it did.
-type ObjectFunc func(ctx context.Context, d Desired) Result
-
-// StageFunc is called with the objects of a stage once they are prepared
-// and before any of them is applied (to start watches, or read ownership
-// in one request); it returns the function that applies each of them.
-type StageFunc func(ctx context.Context, stage []Desired) ObjectFunc
+// ApplyOptions say how ApplyAll writes.
+type ApplyOptions struct {
+	// Force takes back fields that another manager holds; without it such
+	// a field is a conflict error.
+	Force bool
+}
 
 // ChangeSet is what ApplyAll did.
 type ChangeSet struct {
-	// Entries has one Result per prepared object, in stage order.
+	// Entries has one Result per object, in the order given.
 	Entries []Result
-	// Invalid are the objects that could not be prepared.
+	// Invalid are the objects that could not be prepared (Stage).
 	Invalid []Invalid
-	// Errors belong to no single object (a CRD that never became
-	// Established).
+	// Errors belong to no single object (a stage that never became ready).
 	Errors []error
 }
 
-// EstablishTimeout bounds the wait for the CRDs of a first stage.
-const EstablishTimeout = time.Minute
+// Append adds another stage's outcome.
+func (cs *ChangeSet) Append(other *ChangeSet) {
+	cs.Entries = append(cs.Entries, other.Entries...)
+	cs.Invalid = append(cs.Invalid, other.Invalid...)
+	cs.Errors = append(cs.Errors, other.Errors...)
+}
 
-// ApplyAll applies a Bundle's rendered objects in two stages: Namespaces
-// and CustomResourceDefinitions first; then, once the CRDs it changed are
-// Established and the REST mapping is refreshed, everything else, which may
-// live in those namespaces or be of those kinds. Each stage's objects are
-// applied concurrently through apply, within the Applier's bound on applies
-// in flight, which all callers share: one large Bundle syncing alone uses
-// every slot, many small ones share them. ApplyAll takes the objects, as
-// Prepare does.
-func (a *Applier) ApplyAll(ctx context.Context, objs []manifests.Object, t Target, stage StageFunc) *ChangeSet {
+// Stages splits a Bundle's rendered objects into the stages they are
+// applied in, as fluxcd/pkg's ssa ApplyAllStaged does: Namespaces and
+// CustomResourceDefinitions first, then everything else, which may live in
+// those namespaces or be of those kinds. The caller prepares and applies
+// the first stage, waits for it (WaitReady) and resets the REST mapping
+// before it prepares the second.
+func Stages(objs []manifests.Object) [][]manifests.Object {
 	var first, rest []manifests.Object
 	for _, o := range objs {
 		if isFirstStage(o.Object.GroupVersionKind().GroupKind()) {
@@ -219,23 +226,7 @@ func (a *Applier) ApplyAll(ctx context.Context, objs []manifests.Object, t Targe
 			rest = append(rest, o)
 		}
 	}
-	cs := &ChangeSet{}
-	p := preparer{a: a, t: t, seen: map[manifests.ObjectRef]string{}}
-	a.applyStage(ctx, &p, first, stage, cs)
-	var crds []string
-	for _, r := range cs.Entries {
-		if r.Err == nil && r.Desired.Ref.GroupKind() == crdKind && r.Action != Unchanged {
-			crds = append(crds, r.Desired.Ref.Name)
-		}
-	}
-	if len(crds) > 0 {
-		if err := a.WaitEstablished(ctx, crds, EstablishTimeout); err != nil {
-			cs.Errors = append(cs.Errors, err)
-		}
-		a.ResetMapping()
-	}
-	a.applyStage(ctx, &p, rest, stage, cs)
-	return cs
+	return [][]manifests.Object{first, rest}
 }
 
 var crdKind = schema.GroupKind{Group: "apiextensions.k8s.io", Kind: "CustomResourceDefinition"}
@@ -244,25 +235,72 @@ func isFirstStage(gk schema.GroupKind) bool {
 	return gk == schema.GroupKind{Kind: "Namespace"} || gk == crdKind
 }
 
-// applyStage prepares one stage's objects and applies them concurrently,
-// the results in a pre-sized slice, one slot each.
-func (a *Applier) applyStage(ctx context.Context, p *preparer, objs []manifests.Object, stage StageFunc, cs *ChangeSet) {
-	todo, invalid := p.prepare(objs)
-	cs.Invalid = append(cs.Invalid, invalid...)
-	if len(todo) == 0 {
-		return
-	}
-	one := stage(ctx, todo)
-	results := make([]Result, len(todo))
+// ApplyAll server-side applies prepared objects concurrently, within the
+// Applier's bound on applies in flight, which all callers share: one large
+// Bundle syncing alone uses every slot, many small ones share them. It
+// waits for every apply it started; once ctx ends, the objects that did
+// not get a slot fail with ctx's error.
+func (a *Applier) ApplyAll(ctx context.Context, objs []Desired, opts ApplyOptions) *ChangeSet {
+	results := make([]Result, len(objs))
 	var wg sync.WaitGroup
-	for i, d := range todo {
+	for i, d := range objs {
+		select {
+		case a.slots <- struct{}{}:
+		case <-ctx.Done():
+			results[i] = Result{Desired: d, Action: Failed, Err: fmt.Errorf("%s not applied: %w", d.Ref, ctx.Err())}
+			continue
+		}
 		wg.Add(1)
-		a.slots <- struct{}{}
 		go func() {
 			defer func() { <-a.slots; wg.Done() }()
-			results[i] = one(ctx, d)
+			results[i] = a.Apply(ctx, d, opts.Force)
 		}()
 	}
 	wg.Wait()
-	cs.Entries = append(cs.Entries, results...)
+	return &ChangeSet{Entries: results}
+}
+
+// Lookup is the live metadata of one object, or why it could not be read.
+type Lookup struct {
+	Object metav1.Object // nil: the object does not exist
+	Err    error
+}
+
+// GetAllMetadata reads the metadata of objects concurrently, within the
+// bound ApplyAll uses, one Lookup per object in the order given.
+func (a *Applier) GetAllMetadata(ctx context.Context, objs []Desired) []Lookup {
+	out := make([]Lookup, len(objs))
+	var wg sync.WaitGroup
+	for i, d := range objs {
+		select {
+		case a.slots <- struct{}{}:
+		case <-ctx.Done():
+			out[i].Err = ctx.Err()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-a.slots; wg.Done() }()
+			out[i] = a.lookup(ctx, d)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// lookup reads one object's metadata: metadata only where the Applier has
+// the client for it.
+func (a *Applier) lookup(ctx context.Context, d Desired) Lookup {
+	if a.metadata == nil {
+		obj, err := a.Get(ctx, d)
+		if obj == nil {
+			return Lookup{Err: err}
+		}
+		return Lookup{Object: obj, Err: err}
+	}
+	obj, err := a.GetMetadata(ctx, d.GVR, d.Ref)
+	if obj == nil {
+		return Lookup{Err: err}
+	}
+	return Lookup{Object: obj, Err: err}
 }

@@ -16,9 +16,12 @@ import (
 
 // lookup finds the Bundle state and reference of a cached object: through
 // its Bundle label, or for a deleted object (labels nil) in every Bundle.
-// Only objects that a Bundle declares or applied are found. The caller
-// holds c.mu.
+// Only objects that a Bundle declares or applied are found. It takes c.mu,
+// and each state's lock in turn (lock order: Controller.mu, then
+// bundleState.mu).
 func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name string, labels map[string]string) (*bundleState, manifests.ObjectRef, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	kind, ok := c.kinds[gvr]
 	if !ok {
 		return nil, manifests.ObjectRef{}, false
@@ -27,13 +30,13 @@ func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name str
 	if labels != nil {
 		if key, ok := c.byLabel[labels[ownership.BundleLabel]]; ok {
 			if s, ok := c.states[key]; ok {
-				return s, ref, s.has(ref)
+				return s, ref, s.hasLocked(ref)
 			}
 		}
 		return nil, ref, false
 	}
 	for _, s := range c.states {
-		if s.has(ref) {
+		if s.hasLocked(ref) {
 			return s, ref, true
 		}
 	}
@@ -44,10 +47,13 @@ func (c *Controller) lookup(gvr schema.GroupVersionResource, namespace, name str
 // call: the verdict comes from managedFields alone.
 func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-	if !ok || s.ours(ref) || obj.Deleting {
+	if !ok || obj.Deleting {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ours(ref) {
 		return
 	}
 	applied := s.applied[ref]
@@ -85,17 +91,20 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 // onGone handles an owned object that was deleted.
 func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name string) {
 	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, namespace, name, nil)
-	if !ok || s.ours(ref) || s.applied[ref] == nil {
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ours(ref) || s.applied[ref] == nil {
 		return // releasing: Helm deletes what left the chart (recheckAll looks again)
 	}
 	c.driftFound(s, ref, Deleted(), now)
 }
 
 // driftFound records a drift, reports it and schedules the correction.
-// The caller holds c.mu.
+// The caller holds s.mu.
 func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) {
 	prev, seenBefore := s.drifted[ref]
 	s.drifted[ref] = driftInfo{finding: f, seen: now}
@@ -126,7 +135,7 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Findi
 
 // recordFight counts takes of each field by each manager and returns how
 // long to wait before correcting again; 0 means at once. The caller holds
-// c.mu.
+// s.mu.
 func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) time.Duration {
 	var wait time.Duration
 	for _, m := range f.Managers { // culprits that are not managers cannot fight

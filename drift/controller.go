@@ -133,6 +133,9 @@ type Controller struct {
 	// crashQueue holds crashing Pods whose owner is looked up off the
 	// informer's goroutine (it may take an API read).
 	crashQueue workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// helmRetry is the back-off of a Helm Bundle whose render failed,
+	// per Bundle: from helmRetryMin, doubling, to helmRetryMax.
+	helmRetry workqueue.TypedRateLimiter[types.NamespacedName]
 
 	logger klog.Logger // set by Run, before any informer starts
 	synced atomic.Bool // the Bundle cache has synced and workers run
@@ -144,8 +147,8 @@ type Controller struct {
 	fixing  atomic.Int32
 	churn   atomic.Int64
 
-	// mu guards the fields below up to crashing, every bundleState, and
-	// clusterNow; reads and objEvents have locks of their own.
+	// mu guards the indexes below up to crashing, and clusterNow; each
+	// bundleState has its own lock (state.go), reads and objEvents theirs.
 	mu      sync.Mutex
 	states  map[types.NamespacedName]*bundleState
 	byLabel map[string]types.NamespacedName // BundleLabel value → Bundle
@@ -191,6 +194,7 @@ func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, 
 		fixes:      newQueue[fixKey]("corrections", opts.QueueMetrics),
 		statuses:   newQueue[types.NamespacedName]("status", opts.QueueMetrics),
 		crashQueue: newQueue[types.NamespacedName]("pod_crashes", opts.QueueMetrics),
+		helmRetry:  workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](helmRetryMin, helmRetryMax),
 	}
 	c.policy = opts.Tenancy
 	c.policy.AgentNamespace = opts.Namespace
@@ -399,11 +403,13 @@ func (c *Controller) checkAll() {
 	}
 	var items []item
 	for key, s := range c.states {
+		s.mu.Lock()
 		for ref, d := range s.desired {
 			if _, ok := s.applied[ref]; ok {
 				items = append(items, item{key, d})
 			}
 		}
+		s.mu.Unlock()
 	}
 	c.mu.Unlock()
 	for _, it := range items {
@@ -431,10 +437,7 @@ func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *watch.Object
 	if obj.Readiness != nil {
 		// Readiness may have changed: the status says so (written only
 		// when it changes).
-		c.mu.Lock()
-		s, _, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
-		c.mu.Unlock()
-		if ok {
+		if s, _, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels()); ok {
 			c.statuses.Add(s.key)
 		}
 	}

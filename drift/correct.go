@@ -38,10 +38,13 @@ type correction struct {
 // pending returns the correction to make for key, if the object is still
 // drifted, desired, not being written and drift is to be corrected.
 func (c *Controller) pending(key fixKey) (correction, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.states[key.Bundle]
-	if s == nil || !s.corrects() || s.ours(key.Ref) {
+	s := c.state(key.Bundle)
+	if s == nil {
+		return correction{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.corrects() || s.ours(key.Ref) {
 		return correction{}, false
 	}
 	info, drifted := s.drifted[key.Ref]
@@ -105,9 +108,9 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 
 // recordCorrection records a correction's outcome in the state and metrics.
 func (c *Controller) recordCorrection(w correction, key fixKey, res apply.Result) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	result := metrics.ResultSuccess
 	if res.Err != nil {
 		result = metrics.ResultError
@@ -184,7 +187,7 @@ func (c *Controller) observeApply(r apply.Result) {
 
 // recordApplyError files a failed apply as a conflict, naming the
 // managers that the API server's conflict causes name, or as a failure.
-// The caller holds c.mu.
+// The caller holds s.mu.
 func (c *Controller) recordApplyError(s *bundleState, r apply.Result) {
 	ref := r.Desired.Ref
 	if apply.IsConflict(r.Err) {

@@ -55,9 +55,7 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 			return err
 		}
 	case b != nil && !b.Spec.KeepResourcesOnDelete:
-		c.mu.Lock()
 		refs := s.inv.With(refsOfMap(s.desired)...).Objects()
-		c.mu.Unlock()
 		if failed, errs := c.deleteMembers(ctx, s, refs); len(failed) > 0 {
 			// Still listed: the next try deletes them.
 			if err := c.writeInventory(ctx, s, ownership.NewInventory(failed...)); err != nil {
@@ -128,12 +126,14 @@ func (c *Controller) removeFinalizer(ctx context.Context, key types.NamespacedNa
 // corrections and drift reports off; nil when the Bundle was refused and
 // this process applied nothing of it as an admitted account.
 func (c *Controller) finalState(ctx context.Context, key types.NamespacedName, act *apply.Applier, refused bool) (*bundleState, error) {
-	c.mu.Lock()
-	s := c.states[key]
-	if s != nil && s.act == nil {
-		s.act = act
+	s := c.state(key)
+	if s != nil {
+		s.mu.Lock()
+		if s.act == nil {
+			s.act = act
+		}
+		s.mu.Unlock()
 	}
-	c.mu.Unlock()
 	if s == nil {
 		if refused {
 			return nil, nil
@@ -146,8 +146,8 @@ func (c *Controller) finalState(ctx context.Context, key types.NamespacedName, a
 			return nil, err
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if refused && s.act == nil {
 		return nil, nil
 	}
@@ -179,6 +179,7 @@ func (c *Controller) forget(key types.NamespacedName) {
 	delete(c.states, key)
 	delete(c.byLabel, ownership.BundleLabelValue(key))
 	c.mu.Unlock()
+	c.helmRetry.Forget(key)
 	c.metrics.ForgetBundle(key.Namespace, key.Name)
 	c.stopUnusedWatches()
 	c.watchPods()

@@ -86,15 +86,17 @@ var workloadKinds = map[schema.GroupKind]bool{
 }
 
 // podNamespaces returns the namespaces that hold owned workloads. The
-// caller holds c.mu.
+// caller holds c.mu (and it takes each state's).
 func (c *Controller) podNamespaces() map[string]bool {
 	out := map[string]bool{}
 	for _, s := range c.states {
+		s.mu.Lock()
 		for ref := range s.desired {
 			if workloadKinds[ref.GroupKind()] && ref.Namespace != "" {
 				out[ref.Namespace] = true
 			}
 		}
+		s.mu.Unlock()
 	}
 	return out
 }
@@ -156,12 +158,11 @@ func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedNam
 	if err != nil || !ok {
 		return err
 	}
-	c.mu.Lock()
 	s, ref, found := c.lookup(owner.gvr, owner.ref.Namespace, owner.ref.Name, nil)
 	if !found {
-		c.mu.Unlock()
 		return nil
 	}
+	c.mu.Lock()
 	runs := c.crashRuns[obj.UID]
 	if runs == nil {
 		runs = map[string]bool{}
@@ -169,9 +170,11 @@ func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedNam
 	}
 	isNew := !runs[crash.Run]
 	runs[crash.Run] = true
+	c.mu.Unlock()
+	s.mu.Lock()
 	s.crashes[podKey] = podCrashState{owner: ref, pod: obj.Name, crash: crash}
 	key, apiVersion := s.key, s.desired[ref].APIVersion
-	c.mu.Unlock()
+	s.mu.Unlock()
 	c.statuses.Add(key)
 	if !isNew {
 		return nil
@@ -191,10 +194,12 @@ func (c *Controller) clearCrash(pod types.NamespacedName, uid types.UID, gone bo
 		delete(c.crashRuns, uid)
 	}
 	for _, s := range c.states {
+		s.mu.Lock()
 		if _, ok := s.crashes[pod]; ok {
 			delete(s.crashes, pod)
 			c.statuses.Add(s.key)
 		}
+		s.mu.Unlock()
 	}
 }
 
@@ -266,12 +271,15 @@ func controllerOf(refs []metav1.OwnerReference) *metav1.OwnerReference {
 // correction re-creates it.
 func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Object) {
 	now := time.Now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s, ref, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels())
+	if !ok || obj.Deleting {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// A Pod that fails while a release runs is Helm's to handle (the
 	// recheck after it looks again).
-	if !ok || s.applied[ref] == nil || s.ours(ref) || obj.Deleting {
+	if s.applied[ref] == nil || s.ours(ref) {
 		return
 	}
 	if d, ok := s.drifted[ref]; ok && d.finding.Cause == CausePodFailed {

@@ -1,6 +1,7 @@
 package drift
 
 import (
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -68,7 +69,7 @@ const (
 )
 
 // managerLabel is the manager label of m in the Bundle's metric series.
-// The caller holds Controller.mu.
+// The caller holds s.mu.
 func (s *bundleState) managerLabel(m string) string {
 	if s.managers[m] || len(s.managers) < maxManagerLabels {
 		s.managers[m] = true
@@ -79,7 +80,7 @@ func (s *bundleState) managerLabel(m string) string {
 
 // roomForFight reports whether another fight may be tracked, after
 // dropping those that are over: no take within window, no back-off. The
-// caller holds Controller.mu.
+// caller holds s.mu.
 func (s *bundleState) roomForFight(now time.Time, window time.Duration) bool {
 	if len(s.fights) < maxFights {
 		return true
@@ -98,9 +99,21 @@ func (f *fight) active(now time.Time) bool {
 	return f.backoff > 0 && (now.Before(f.until) || now.Before(f.last.Add(f.backoff)))
 }
 
-// bundleState is everything the controller knows about one Bundle. It is
-// guarded by Controller.mu.
+// bundleState is everything the controller knows about one Bundle.
+//
+// Who writes what: the Bundle's sync (one at a time per Bundle, the
+// queue's guarantee; finalize is a sync) alone writes spec, generation,
+// rendered, act, desired, declared, renderFailures, bundleErrors,
+// refused, waiting, releasing, inv and parentLoaded. Checks, corrections,
+// pod handling — informer handlers and the correction workers — write
+// drifted, fights, managers, crashes, inFlight (claimed), and a
+// correction its outcome in applied, problems and the counters; the
+// status worker only reads. Every write takes mu; every read takes mu too,
+// except the sync's reads of the fields it alone writes. key and set never change. Lock order:
+// Controller.mu before bundleState.mu, never the other way round; no API
+// call is made while mu is held.
 type bundleState struct {
+	mu  sync.Mutex
 	key types.NamespacedName
 	set ownership.Set
 	// spec is the effective spec of the last sync (the Bundle's own while
@@ -124,7 +137,7 @@ type bundleState struct {
 	problems map[manifests.ObjectRef]problem
 	drifted  map[manifests.ObjectRef]driftInfo
 	// inFlight marks objects that a write of ours is changing: their
-	// events show our own write, not drift. Taken with claim, released by
+	// events show our own write, not drift. Taken and released by
 	// Controller.claimed.
 	inFlight map[manifests.ObjectRef]bool
 	fights   map[fightKey]*fight
@@ -143,9 +156,6 @@ type bundleState struct {
 	// releasing is set while a render may write the objects (a Helm
 	// install or upgrade): their events show that write, not drift.
 	releasing bool
-	// retryAfter is the pause before a failed Helm render is tried again;
-	// it doubles with each failure and is reset by a success.
-	retryAfter time.Duration
 
 	// inv is what the Bundle owns, as its ApplySet parent records it
 	// (sync_prune.go); parentLoaded says the parent was read or written by
@@ -179,17 +189,17 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 // it inside write; whoever looks at the cache again afterwards does it
 // after claimed returns.
 func (c *Controller) claimed(s *bundleState, refs []manifests.ObjectRef, write func() error) error {
-	c.mu.Lock()
+	s.mu.Lock()
 	for _, ref := range refs {
 		s.inFlight[ref] = true
 	}
-	c.mu.Unlock()
+	s.mu.Unlock()
 	defer func() {
-		c.mu.Lock()
+		s.mu.Lock()
 		for _, ref := range refs {
 			delete(s.inFlight, ref)
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 	}()
 	return write()
 }
@@ -197,10 +207,11 @@ func (c *Controller) claimed(s *bundleState, refs []manifests.ObjectRef, write f
 // ours reports whether a write of the agent's own is changing ref now — a
 // correction or apply in flight, or a Helm operation on the Bundle's
 // release — so that what its events show is that write, not drift. The
-// caller holds Controller.mu.
+// caller holds s.mu.
 func (s *bundleState) ours(ref manifests.ObjectRef) bool { return s.inFlight[ref] || s.releasing }
 
-// ignoreFor returns the ignored field paths that apply to ref.
+// ignoreFor returns the ignored field paths that apply to ref. The
+// caller holds s.mu, or is the Bundle's sync.
 func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 	var out []string
 	for _, r := range s.spec.Drift.Ignore {
@@ -212,7 +223,16 @@ func (s *bundleState) ignoreFor(ref manifests.ObjectRef) []string {
 	return out
 }
 
-// has reports whether the Bundle declares or applied ref.
+// hasLocked reports whether the Bundle declares or applied ref, under its
+// lock.
+func (s *bundleState) hasLocked(ref manifests.ObjectRef) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.has(ref)
+}
+
+// has reports whether the Bundle declares or applied ref. The caller holds
+// s.mu.
 func (s *bundleState) has(ref manifests.ObjectRef) bool {
 	if _, ok := s.desired[ref]; ok {
 		return true
@@ -225,11 +245,12 @@ func (s *bundleState) corrects() bool {
 	return !s.spec.Paused && !s.spec.Drift.DetectOnly() && s.refused == ""
 }
 
-// target is where the Bundle's objects go (apply.TargetOf).
+// target is where the Bundle's objects go (apply.TargetOf). The caller
+// holds s.mu, or is the Bundle's sync.
 func (s *bundleState) target() apply.Target { return apply.TargetOf(s.set, &s.spec) }
 
 // actor is the Applier of the Bundle's objects; own until a sync chose.
-// The caller holds c.mu.
+// The caller holds s.mu.
 func (s *bundleState) actor(own *apply.Applier) *apply.Applier {
 	if s.act != nil {
 		return s.act
@@ -239,4 +260,11 @@ func (s *bundleState) actor(own *apply.Applier) *apply.Applier {
 
 func keyOf(d apply.Desired) objKey {
 	return objKey{GVR: d.GVR, Namespace: d.Ref.Namespace, Name: d.Ref.Name}
+}
+
+// state returns the state of a Bundle; nil before its first sync.
+func (c *Controller) state(key types.NamespacedName) *bundleState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.states[key]
 }

@@ -62,12 +62,12 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 
 // snapshot copies what the status of a Bundle is computed from.
 func (c *Controller) snapshot(key types.NamespacedName) (statusInput, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.states[key]
+	s := c.state(key)
 	if s == nil {
 		return statusInput{}, false
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	in := statusInput{
 		generation: s.generation, declared: s.declared, renderFailures: s.renderFailures,
 		paused: s.spec.Paused, detectOnly: s.spec.Drift.DetectOnly(), anyApplied: len(s.applied) > 0,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,61 +45,88 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 			return err
 		}
 	}
-	waiting := c.waitingFor(key, b)
-	c.mu.Lock()
-	s.waiting = waiting
-	c.mu.Unlock()
-	if waiting != "" {
-		// Not applied until its dependencies are Ready: a dependency's
-		// readiness change syncs it again (queueDependents).
-		c.statuses.Add(key)
+	if c.holdBack(s, b) {
 		return nil
 	}
-	if b.Spec.Paused {
-		// Paused: nothing is applied, corrected or pruned; what was applied
-		// stays watched and its drift reported.
-		c.statuses.Add(key)
-		return nil
-	}
-
 	c.watchReads(key, c.effectiveReads(b))
-	defer c.endRelease(s) // on every way out; at the latest once recorded
-	rendered, err := c.render(ctx, s, b)
+	if b.Spec.Helm != nil {
+		return c.syncRelease(ctx, s, b, held)
+	}
+	rendered, err := c.pipeline.Render(ctx, b, c.cluster())
 	if err != nil {
 		c.renderFailed(s, err)
-		if b.Spec.Helm != nil {
-			c.endRelease(s)
-			c.recheckAll(s) // what changed while the release ran is drift from the last render
-			c.retryLater(s) // an install or upgrade that failed, or a chart or values not there yet
-		}
-		return nil // else nothing to retry until an input changes
+		return nil // nothing to retry until an input changes
 	}
+	return c.applyRendered(ctx, s, rendered, held)
+}
+
+// holdBack reports whether the Bundle is not to be applied now: it waits
+// for its dependencies to be Ready (a dependency's readiness change syncs
+// it again, queueDependents), or it is paused (nothing is applied,
+// corrected or pruned; what was applied stays watched and its drift
+// reported). Its status says so either way.
+func (c *Controller) holdBack(s *bundleState, b *manifests.Bundle) bool {
+	waiting := c.waitingFor(s.key, b)
+	s.mu.Lock()
+	s.waiting = waiting
+	s.mu.Unlock()
+	if waiting == "" && !b.Spec.Paused {
+		return false
+	}
+	c.statuses.Add(s.key)
+	return true
+}
+
+// syncRelease syncs a Helm Bundle. Its render may install or upgrade the
+// release, which writes the objects: from the render until the sync has
+// recorded what the release applied, the Bundle's objects are neither
+// checked nor corrected (bundleState.releasing), and every one of them is
+// looked at once more after (recheckAll): what changed meanwhile is drift
+// from the last render. A render that fails — an install or upgrade that
+// failed, a chart or values not there yet — is tried again with the
+// back-off of helmRetry, never in a hot loop (each attempt is a release
+// revision); a change of the Bundle syncs it at once.
+func (c *Controller) syncRelease(ctx context.Context, s *bundleState, b *manifests.Bundle, held map[schema.GroupVersionResource]bool) error {
+	c.setReleasing(s, true)
+	defer func() {
+		c.setReleasing(s, false)
+		c.recheckAll(s)
+	}()
+	rendered, err := c.pipeline.Render(ctx, b, c.cluster())
+	if err != nil {
+		c.renderFailed(s, err)
+		c.queue.AddAfter(s.key, c.helmRetry.When(s.key))
+		return nil
+	}
+	c.helmRetry.Forget(s.key)
+	if !rendered.Released {
+		c.setReleasing(s, false) // nothing was written
+	}
+	return c.applyRendered(ctx, s, rendered, held)
+}
+
+// applyRendered applies what a render declared, as the account it was
+// admitted to act as, prunes what left it and records the outcome.
+func (c *Controller) applyRendered(ctx context.Context, s *bundleState, rendered *manifests.Rendered, held map[schema.GroupVersionResource]bool) error {
 	act, err := c.applierFor(rendered.Access)
 	if err != nil {
 		c.renderFailed(s, err)
 		return nil
 	}
-	c.mu.Lock()
+	s.mu.Lock()
 	s.spec = rendered.Spec
 	s.act = act
 	s.refused = ""
-	s.retryAfter = 0
-	c.mu.Unlock()
+	s.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
 
 	p := newPlan(held)
-	changes := act.ApplyAll(ctx, rendered.Take(), s.target(), c.stage(s, act, &rendered.Spec, p))
+	changes := c.applyStages(ctx, s, act, rendered, p)
 	p.settle(changes)
 	pruneErrs, pending := c.prune(ctx, s, rendered, p)
 	c.record(s, rendered, p, changes, pruneErrs)
 	if rendered.Released {
-		c.event(key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
-	}
-	if b.Spec.Helm != nil {
-		// Events that arrived while the render ran were not looked at;
-		// an edit or a deletion that landed meanwhile is found now.
-		c.endRelease(s)
-		c.recheckAll(s)
+		c.event(s.key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
 	}
 	c.recheck(p.recheck)
 	c.publishSync(s)
@@ -111,33 +137,13 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 	return nil
 }
 
-// render renders the Bundle. A Helm chart's render may install or upgrade
-// its release, which writes the objects: while it runs, the Bundle's
-// objects are not checked nor corrected, and they stay so until the
-// sync has recorded what the release applied (endRelease).
-func (c *Controller) render(ctx context.Context, s *bundleState, b *manifests.Bundle) (*manifests.Rendered, error) {
-	if b.Spec.Helm == nil {
-		return c.pipeline.Render(ctx, b, c.cluster())
-	}
-	c.mu.Lock()
-	s.releasing = true
-	c.mu.Unlock()
-	rendered, err := c.pipeline.Render(ctx, b, c.cluster())
-	if err != nil || !rendered.Released {
-		c.endRelease(s)
-	}
-	return rendered, err
-}
-
 // recheckAll looks at every desired object of a Bundle once more: in the
 // cache, as an event would; absent, as a deletion.
 func (c *Controller) recheckAll(s *bundleState) {
-	c.mu.Lock()
 	ds := make([]apply.Desired, 0, len(s.desired))
-	for _, d := range s.desired {
+	for _, d := range s.desired { // the sync's own field
 		ds = append(ds, d)
 	}
-	c.mu.Unlock()
 	for _, d := range ds {
 		obj, ok := c.watches.Get(d.GVR, d.Ref.Namespace, d.Ref.Name)
 		switch {
@@ -161,26 +167,15 @@ func (c *Controller) effectiveReads(b *manifests.Bundle) []manifests.Reference {
 	return spec.Reads()
 }
 
-// endRelease lets the Bundle's objects be checked and corrected again.
-func (c *Controller) endRelease(s *bundleState) {
-	c.mu.Lock()
-	s.releasing = false
-	c.mu.Unlock()
+// setReleasing marks the Bundle's objects as being written by a Helm
+// operation, or lets them be checked and corrected again.
+func (c *Controller) setReleasing(s *bundleState, on bool) {
+	s.mu.Lock()
+	s.releasing = on
+	s.mu.Unlock()
 }
 
-// retryLater syncs a Bundle whose Helm render failed again after a pause
-// that doubles with every failure, from helmRetryMin to helmRetryMax: a
-// failing upgrade is retried, never in a hot loop (each attempt is a
-// release revision). A change of the Bundle syncs it at once.
-func (c *Controller) retryLater(s *bundleState) {
-	c.mu.Lock()
-	s.retryAfter = min(max(2*s.retryAfter, helmRetryMin), helmRetryMax)
-	after := s.retryAfter
-	c.mu.Unlock()
-	c.queue.AddAfter(s.key, after)
-}
-
-// The pauses between retries of a failed Helm render.
+// The back-off between retries of a failed Helm render (helmRetry).
 const (
 	helmRetryMin = 10 * time.Second
 	helmRetryMax = 5 * time.Minute
@@ -190,7 +185,6 @@ const (
 // Bundle's spec and generation recorded.
 func (c *Controller) stateFor(key types.NamespacedName, b *manifests.Bundle) (*bundleState, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.states[key]
 	isNew := s == nil
 	if isNew {
@@ -198,7 +192,10 @@ func (c *Controller) stateFor(key types.NamespacedName, b *manifests.Bundle) (*b
 		c.states[key] = s
 		c.byLabel[ownership.BundleLabelValue(key)] = key
 	}
+	c.mu.Unlock()
+	s.mu.Lock()
 	s.spec, s.generation = b.Spec, b.Generation
+	s.mu.Unlock()
 	return s, isNew
 }
 
@@ -207,7 +204,7 @@ func (c *Controller) stateFor(key types.NamespacedName, b *manifests.Bundle) (*b
 func (c *Controller) renderFailed(s *bundleState, err error) {
 	var refused *manifests.Refused
 	isRefused := errors.As(err, &refused)
-	c.mu.Lock()
+	s.mu.Lock()
 	s.bundleErrors = []string{err.Error()}
 	if isRefused {
 		// Nothing of it is applied, and what it applied before is no
@@ -215,7 +212,7 @@ func (c *Controller) renderFailed(s *bundleState, err error) {
 		// longer use. Drift is still reported.
 		s.refused = refused.Error()
 	}
-	c.mu.Unlock()
+	s.mu.Unlock()
 	if isRefused {
 		c.warn(s.key, "Refused", "%v", err)
 	} else {
@@ -228,8 +225,6 @@ func (c *Controller) renderFailed(s *bundleState, err error) {
 type plan struct {
 	desired  map[manifests.ObjectRef]apply.Desired
 	problems map[manifests.ObjectRef]problem
-	// mu guards recheck, which concurrent applies append to.
-	mu sync.Mutex
 	// recheck are objects re-baselined after a restart that lost declared
 	// fields while no agent watched: checked once the state is recorded.
 	recheck []apply.Desired
@@ -264,8 +259,8 @@ func (p *plan) settle(cs *apply.ChangeSet) {
 // record makes the sync's outcome the Bundle's state: what is desired,
 // what was applied (the field sets the server returned), what failed.
 func (c *Controller) record(s *bundleState, rendered *manifests.Rendered, p *plan, cs *apply.ChangeSet, pruneErrs []error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// The state keeps no request bodies: a correction reads its one
 	// object from the render (desiredObject).
 	for ref, d := range p.desired {
@@ -319,14 +314,14 @@ func (c *Controller) recheck(ds []apply.Desired) {
 // publishSync reports the sync's problems as events, retires unused
 // informers and queues the status.
 func (c *Controller) publishSync(s *bundleState) {
-	c.mu.Lock()
+	s.mu.Lock()
 	problems := make(map[manifests.ObjectRef]problem, len(s.problems))
 	apiVersions := make(map[manifests.ObjectRef]string, len(s.problems))
 	for ref, pr := range s.problems {
 		problems[ref] = pr
 		apiVersions[ref] = s.desired[ref].APIVersion
 	}
-	c.mu.Unlock()
+	s.mu.Unlock()
 	for ref, pr := range problems {
 		reason := "ApplyFailed"
 		if pr.state == manifests.StateConflict {

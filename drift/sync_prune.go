@@ -45,9 +45,9 @@ func (c *Controller) loadInventory(ctx context.Context, s *bundleState, held map
 	if parent != nil {
 		kinds = append(kinds, ownership.ParseGroupKinds(parent.GetAnnotations()[ownership.ContainsGroupKindsAnnotation])...)
 	}
-	c.mu.Lock()
+	s.mu.Lock()
 	s.inv, s.parentLoaded = inv, parent != nil
-	c.mu.Unlock()
+	s.mu.Unlock()
 	for _, gk := range kinds {
 		gvr, err := c.applier.ResourceFor(gk)
 		if err != nil {
@@ -72,13 +72,11 @@ func (c *Controller) announce(ctx context.Context, s *bundleState, stage []apply
 	for i, d := range stage {
 		refs[i] = d.Ref
 	}
-	c.mu.Lock()
-	listed := s.inv.Covers(refs)
+	listed := s.inv.Covers(refs) // the sync's own field
 	next := s.inv
 	if !listed {
 		next = s.inv.With(refs...)
 	}
-	c.mu.Unlock()
 	if listed {
 		return nil
 	}
@@ -99,9 +97,9 @@ func (c *Controller) writeInventory(ctx context.Context, s *bundleState, inv own
 	if r := c.applier.Apply(ctx, d, true); r.Err != nil {
 		return fmt.Errorf("ApplySet parent: %w", r.Err)
 	}
-	c.mu.Lock()
+	s.mu.Lock()
 	s.inv, s.parentLoaded = inv, true
-	c.mu.Unlock()
+	s.mu.Unlock()
 	return nil
 }
 
@@ -116,7 +114,6 @@ var errPruneHeld = errors.New("nothing pruned: the render has errors, and an obj
 // are only forgotten: there is nothing to delete, and the account may not
 // be allowed to try. It returns the errors, and how many deletions failed.
 func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manifests.Rendered, p *plan) ([]error, int) {
-	c.mu.Lock()
 	// Everything declared stays listed, applied or not: what was denied
 	// and never written is found absent (or unreadable to the account)
 	// when it leaves the Bundle, and forgotten then (member), while the
@@ -140,7 +137,6 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manife
 		gone = append(gone, ref)
 	}
 	held := len(rendered.Errors) > 0
-	c.mu.Unlock()
 	var errs []error
 	var failed []manifests.ObjectRef
 	switch {
@@ -151,17 +147,17 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manife
 		failed, errs = c.deleteMembers(ctx, s, gone)
 		keep = append(keep, failed...)
 	}
-	c.mu.Lock()
+	s.mu.Lock()
 	for _, ref := range gone {
 		// No longer declared: not checked nor corrected, pruned or not
 		// (an object whose deletion failed stays in the inventory only).
 		delete(s.applied, ref)
 		delete(s.drifted, ref)
 	}
+	s.mu.Unlock()
 	// keep holds each object once: the inventory is unchanged when it
 	// lists them all and nothing else.
 	same := s.parentLoaded && len(keep) == s.inv.Len() && s.inv.Covers(keep)
-	c.mu.Unlock()
 	if !same {
 		if err := c.writeInventory(ctx, s, ownership.NewInventory(keep...)); err != nil {
 			errs = append(errs, err)
@@ -175,9 +171,7 @@ func (c *Controller) prune(ctx context.Context, s *bundleState, rendered *manife
 // and is not kept (manifests.KeepAnnotation); their deletion events are
 // not drift. It returns the objects that could not be deleted.
 func (c *Controller) deleteMembers(ctx context.Context, s *bundleState, refs []manifests.ObjectRef) ([]manifests.ObjectRef, []error) {
-	c.mu.Lock()
-	act := s.actor(c.applier)
-	c.mu.Unlock()
+	act := s.actor(c.applier) // the sync's own field
 	var todo []apply.Desired
 	var failed []manifests.ObjectRef
 	var errs []error
@@ -207,10 +201,10 @@ func (c *Controller) deleteMembers(ctx context.Context, s *bundleState, refs []m
 // cache, else (a kind no informer watches, a Bundle deleted while no agent
 // held its state) read with act.
 func (c *Controller) member(ctx context.Context, s *bundleState, act *apply.Applier, ref manifests.ObjectRef) (apply.Desired, bool, error) {
-	c.mu.Lock()
+	s.mu.Lock()
 	d, known := s.desired[ref]
 	applied := s.applied[ref] != nil
-	c.mu.Unlock()
+	s.mu.Unlock()
 	if !known {
 		gvr, err := c.applier.ResourceFor(ref.GroupKind())
 		if err != nil {
@@ -270,9 +264,11 @@ func (c *Controller) stopUnusedWatches() {
 		used[gvr] = true
 	}
 	for _, s := range c.states {
+		s.mu.Lock()
 		for _, d := range s.desired {
 			used[d.GVR] = true
 		}
+		s.mu.Unlock()
 	}
 	for _, gvr := range c.watches.Running() {
 		if !used[gvr] {

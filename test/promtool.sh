@@ -3,7 +3,7 @@
 #   - prometheus-rules.yaml is valid (promtool check rules) and passes its unit
 #     tests (promtool test rules testdata/alerts_test.yaml);
 #   - prometheusrule.yaml is what gen-prometheusrule.sh makes of it;
-#   - every runbook_url points at a "### <alert>" heading of README.md;
+#   - every runbook_url points at a "### <alert>" heading of docs/operations.md;
 #   - every expression of grafana-dashboard.json parses (as recording rules,
 #     since old promtool versions cannot check a bare expression), uses the
 #     ${datasource} variable and filters $namespace/$bundle or job="driftwatch"
@@ -61,10 +61,10 @@ done
 echo "  SUCCESS: 5 copies equal their originals"
 
 echo "== runbook anchors"
-python3 - "$deploy/prometheus-rules.yaml" README.md <<'EOF'
+python3 - "$deploy/prometheus-rules.yaml" docs/operations.md <<'EOF'
 import re, sys
 rules, readme = (open(p).read() for p in sys.argv[1:])
-base = "https://github.com/driftwatch/driftwatch/blob/main/README.md#"
+base = "https://github.com/driftwatch/driftwatch/blob/main/docs/operations.md#"
 # GitHub's anchor of a heading: lowercased, punctuation other than - and _
 # dropped, spaces to hyphens.
 anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
@@ -76,10 +76,10 @@ for alert, url in zip(alerts, urls):
     if url != base + alert.lower():
         bad.append(f"{alert}: runbook_url {url} is not {base}{alert.lower()}")
     if not re.search(rf"^### {alert}$", readme, re.M) or alert.lower() not in anchors:
-        bad.append(f"{alert}: README.md has no heading '### {alert}'")
+        bad.append(f"{alert}: docs/operations.md has no heading '### {alert}'")
 if bad:
     sys.exit("\n".join(bad))
-print(f"  SUCCESS: {len(alerts)} alerts, each with its runbook in README.md")
+print(f"  SUCCESS: {len(alerts)} alerts, each with its runbook in docs/operations.md")
 EOF
 
 echo "== dashboard expressions"

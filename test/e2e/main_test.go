@@ -52,8 +52,14 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	agentBin = filepath.Join(dir, "driftwatch")
 	_, self, _, _ := runtime.Caller(0)
-	// The tags of the Makefile's build: the binary users run.
-	build := exec.Command("go", "build", "-tags=fieldsv1string", "-o", agentBin, ".")
+	// The tags of the Makefile's build: the binary users run; with
+	// DRIFTWATCH_E2E_RACE=1 (make race) built with the race detector, and
+	// a test whose agent reports a data race fails (agent.stop).
+	args := []string{"build", "-tags=fieldsv1string", "-o", agentBin}
+	if os.Getenv("DRIFTWATCH_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Dir = filepath.Join(filepath.Dir(self), "..", "..")
 	build.Stdout, build.Stderr = &buildLogs, &buildLogs
 	if err := build.Run(); err != nil {
@@ -152,6 +158,10 @@ func startAgentEnv(t *testing.T, env []string, namespace string, extraArgs ...st
 	}()
 	t.Cleanup(func() {
 		a.stop(t)
+		if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			i := bytes.Index(b, []byte("WARNING: DATA RACE"))
+			t.Errorf("the agent reported a data race:\n%s", tail(string(b[i:]), 80))
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("agent log:\n%s", tail(string(b), 60))
