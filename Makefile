@@ -115,10 +115,10 @@ bench-smoke: tools build bin/bench
 # its input to the package's testdata/fuzz/ (commit it with the fix: it
 # then runs in `make test`, as every checked-in seed does); the others
 # still run, and make fails at the end. One target:
-# make fuzz FUZZ_TARGETS=drift:FuzzDetect FUZZTIME=5m
+# make fuzz FUZZ_TARGETS=drift/detect:FuzzDetect FUZZTIME=5m
 FUZZTIME ?= 60s
 FUZZ_TARGETS ?= manifests:FuzzDecode manifests/kustomize:FuzzKustomize \
-	drift:FuzzDetect drift:FuzzRemovePath drift:FuzzIgnoreSuggestion helmrun:FuzzLoadChart
+	drift/detect:FuzzDetect drift/detect:FuzzRemovePath drift/detect:FuzzIgnoreSuggestion helmrun:FuzzLoadChart
 
 fuzz: ## each fuzz target for FUZZTIME (default 60s): decoding, Kustomize and chart input, drift rules
 	@failed=""; \

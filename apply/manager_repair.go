@@ -74,60 +74,11 @@ func (a *Applier) replaceListItemsJSONPatch(ctx context.Context, d Desired, fore
 	if err != nil {
 		return err
 	}
-	type listOps struct {
-		pointer string
-		items   []any
-		remove  []int
-		keys    []string
-		list    fieldpath.Path
+	lists, err := foreignLists(d, live.Object, foreign)
+	if err != nil {
+		return err
 	}
-	lists := map[string]*listOps{}
-	var order []string
-	for _, p := range foreign {
-		if len(p) == 0 || p[len(p)-1].Key == nil {
-			return fmt.Errorf("%s: %s is not a list item", d.Ref, p)
-		}
-		list := p[:len(p)-1]
-		l, ok := lists[list.String()]
-		if !ok {
-			pointer, items, found := pointerTo(live.Object, list)
-			if !found {
-				continue // the list is gone: nothing of theirs to remove
-			}
-			l = &listOps{pointer: pointer, items: items, list: list}
-			for _, f := range *p[len(p)-1].Key {
-				l.keys = append(l.keys, f.Name)
-			}
-			lists[list.String()] = l
-			order = append(order, list.String())
-		}
-		for i, it := range l.items {
-			if m, ok := it.(map[string]any); ok && keyMatches(m, p[len(p)-1]) {
-				l.remove = append(l.remove, i)
-			}
-		}
-	}
-	var ops []map[string]any
-	for _, k := range order {
-		l := lists[k]
-		sort.Sort(sort.Reverse(sort.IntSlice(l.remove)))
-		for _, i := range l.remove {
-			item := l.items[i].(map[string]any)
-			for _, key := range l.keys {
-				ops = append(ops, map[string]any{"op": "test", "path": fmt.Sprintf("%s/%d/%s", l.pointer, i, escapePointer(key)), "value": item[key]})
-			}
-			ops = append(ops, map[string]any{"op": "remove", "path": fmt.Sprintf("%s/%d", l.pointer, i)})
-		}
-	}
-	for _, k := range order {
-		l := lists[k]
-		for _, ours := range listAt(desired.Object, l.list) {
-			m, ok := ours.(map[string]any)
-			if ok && !containsKey(l.items, m, l.keys) {
-				ops = append(ops, map[string]any{"op": "add", "path": l.pointer + "/-", "value": m})
-			}
-		}
-	}
+	ops := listPatch(lists, desired.Object)
 	if len(ops) == 0 {
 		return nil
 	}
@@ -141,6 +92,73 @@ func (a *Applier) replaceListItemsJSONPatch(ctx context.Context, d Desired, fore
 		return fmt.Errorf("%s: replacing list items %v: %w", d.Ref, foreign, err)
 	}
 	return nil
+}
+
+// listOps are the foreign items to remove from one list of the live object.
+type listOps struct {
+	pointer string // JSON pointer of the list
+	items   []any  // the live list
+	remove  []int  // indexes of the foreign items
+	keys    []string
+	list    fieldpath.Path
+}
+
+// foreignLists finds, per list, the live items that foreign names, in the
+// order the lists first appear.
+func foreignLists(d Desired, live map[string]any, foreign []fieldpath.Path) ([]*listOps, error) {
+	byPath := map[string]*listOps{}
+	var lists []*listOps
+	for _, p := range foreign {
+		if len(p) == 0 || p[len(p)-1].Key == nil {
+			return nil, fmt.Errorf("%s: %s is not a list item", d.Ref, p)
+		}
+		list := p[:len(p)-1]
+		l, ok := byPath[list.String()]
+		if !ok {
+			pointer, items, found := pointerTo(live, list)
+			if !found {
+				continue // the list is gone: nothing of theirs to remove
+			}
+			l = &listOps{pointer: pointer, items: items, list: list}
+			for _, f := range *p[len(p)-1].Key {
+				l.keys = append(l.keys, f.Name)
+			}
+			byPath[list.String()] = l
+			lists = append(lists, l)
+		}
+		for i, it := range l.items {
+			if m, ok := it.(map[string]any); ok && keyMatches(m, p[len(p)-1]) {
+				l.remove = append(l.remove, i)
+			}
+		}
+	}
+	return lists, nil
+}
+
+// listPatch is the JSON patch that removes the foreign items — each after
+// a test of its keys, from the end of its list — and adds back ours that
+// the live lists lack.
+func listPatch(lists []*listOps, desired map[string]any) []map[string]any {
+	var ops []map[string]any
+	for _, l := range lists {
+		sort.Sort(sort.Reverse(sort.IntSlice(l.remove)))
+		for _, i := range l.remove {
+			item := l.items[i].(map[string]any)
+			for _, key := range l.keys {
+				ops = append(ops, map[string]any{"op": "test", "path": fmt.Sprintf("%s/%d/%s", l.pointer, i, escapePointer(key)), "value": item[key]})
+			}
+			ops = append(ops, map[string]any{"op": "remove", "path": fmt.Sprintf("%s/%d", l.pointer, i)})
+		}
+	}
+	for _, l := range lists {
+		for _, ours := range listAt(desired, l.list) {
+			m, ok := ours.(map[string]any)
+			if ok && !containsKey(l.items, m, l.keys) {
+				ops = append(ops, map[string]any{"op": "add", "path": l.pointer + "/-", "value": m})
+			}
+		}
+	}
+	return ops
 }
 
 // pointerTo returns the JSON pointer of the list at path in obj, and the

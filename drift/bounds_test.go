@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 )
@@ -37,7 +38,7 @@ func TestManagerNamesAreBounded(t *testing.T) {
 		t.Fatal("room for a fight beyond maxFights while every one is recent")
 	}
 	later := now.Add(2 * time.Minute)
-	s.fights[fightKey{Ref: ref, Field: ".data.k", Manager: "0"}] = &fight{hits: []time.Time{later}, backoff: time.Minute, until: later.Add(time.Minute)}
+	s.fights[fightKey{Ref: ref, Field: ".data.k", Manager: "0"}] = &fight{hits: []time.Time{later}, Backoff: status.Backoff{Pause: time.Minute, Until: later.Add(time.Minute)}}
 	if !s.roomForFight(later, time.Minute) || len(s.fights) != 1 {
 		t.Errorf("after the window: room %v, %d fights kept; want the one active fight only", s.roomForFight(later, time.Minute), len(s.fights))
 	}

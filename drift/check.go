@@ -1,14 +1,13 @@
 package drift
 
 import (
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/driftwatch/driftwatch/drift/detect"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -60,7 +59,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 	if applied == nil {
 		return
 	}
-	if !newer(obj.ResourceVersion, applied.ResourceVersion) {
+	if !detect.Newer(obj.ResourceVersion, applied.ResourceVersion) {
 		// Our own write, or an event from before it, still in the queue:
 		// what it shows was overwritten by our apply.
 		return
@@ -70,7 +69,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
 		return
 	}
-	f, err := Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
+	f, err := detect.Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
 	if err != nil {
 		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
 		return
@@ -100,21 +99,21 @@ func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name str
 	if s.ours(ref) || s.applied[ref] == nil {
 		return // releasing: Helm deletes what left the chart (recheckAll looks again)
 	}
-	c.driftFound(s, ref, Deleted(), now)
+	c.driftFound(s, ref, detect.Deleted(), now)
 }
 
 // driftFound records a drift, reports it and schedules the correction.
 // The caller holds s.mu.
-func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) {
+func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f detect.Finding, now time.Time) {
 	prev, seenBefore := s.drifted[ref]
 	s.drifted[ref] = driftInfo{finding: f, seen: now}
 	s.lastDrift = now
-	if !seenBefore || !prev.finding.same(f) {
+	if !seenBefore || !prev.finding.Same(f) {
 		for _, m := range f.Culprits() {
 			c.metrics.DriftDetected.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 		}
 		apiVersion := s.desired[ref].APIVersion
-		if f.Cause == CauseDeleted {
+		if f.Cause == detect.CauseDeleted {
 			c.objectEvent(s.key, apiVersion, ref, corev1.EventTypeWarning, "DriftDetected", "Detect", "%s was deleted", ref)
 		} else {
 			c.objectEvent(s.key, apiVersion, ref, corev1.EventTypeWarning, "DriftDetected", "Detect", "%s: %s changed by %s",
@@ -136,7 +135,7 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f Findi
 // recordFight counts takes of each field by each manager and returns how
 // long to wait before correcting again; 0 means at once. The caller holds
 // s.mu.
-func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Finding, now time.Time) time.Duration {
+func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f detect.Finding, now time.Time) time.Duration {
 	var wait time.Duration
 	for _, m := range f.Managers { // culprits that are not managers cannot fight
 		for _, field := range f.Fields {
@@ -149,10 +148,10 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 				ft = &fight{}
 				s.fights[k] = ft
 			}
-			if now.Before(ft.until) {
-				ft.last = now
-				c.statuses.AddAfter(s.key, ft.backoff) // Stalled ends when this take is a back-off old
-				if d := ft.until.Sub(now); d > wait {
+			if now.Before(ft.Until) {
+				ft.Last = now
+				c.statuses.AddAfter(s.key, ft.Pause) // Stalled ends when this take is a back-off old
+				if d := ft.Until.Sub(now); d > wait {
 					wait = d
 				}
 				continue
@@ -167,38 +166,21 @@ func (c *Controller) recordFight(s *bundleState, ref manifests.ObjectRef, f Find
 			if len(ft.hits) < c.opts.FightThreshold {
 				continue
 			}
-			if ft.backoff == 0 {
-				ft.backoff = c.opts.FightBackoff
+			if ft.Pause == 0 {
+				ft.Pause = c.opts.FightBackoff
 				c.metrics.FieldFights.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 				c.objectEvent(s.key, s.desired[ref].APIVersion, ref, corev1.EventTypeWarning, "FightDetected", "BackOff",
 					"%s: %s is taken again and again by %s; backing off. To let %s own it, add to spec.drift.ignore: %s",
-					ref, field, m, m, ignoreSuggestion(ref, field))
+					ref, field, m, m, detect.IgnoreSuggestion(ref, field))
 			} else {
-				ft.backoff = min(2*ft.backoff, c.opts.FightMaxBackoff)
+				ft.Pause = min(2*ft.Pause, c.opts.FightMaxBackoff)
 			}
-			ft.until, ft.last = now.Add(ft.backoff), now
-			c.statuses.AddAfter(s.key, ft.backoff)
-			if ft.backoff > wait {
-				wait = ft.backoff
+			ft.Until, ft.Last = now.Add(ft.Pause), now
+			c.statuses.AddAfter(s.key, ft.Pause)
+			if ft.Pause > wait {
+				wait = ft.Pause
 			}
 		}
 	}
 	return wait
-}
-
-func ignoreSuggestion(ref manifests.ObjectRef, field string) string {
-	return fmt.Sprintf("{group: %q, kind: %q, name: %q, fieldPaths: [%q]}", ref.Group, ref.Kind, ref.Name, field)
-}
-
-// newer reports whether resourceVersion a is later than b. Resource
-// versions are opaque in the API conventions, but kube-apiserver's are etcd
-// revisions, increasing integers; when either does not parse (an
-// aggregated API with its own storage), any difference counts as newer.
-func newer(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	if errA != nil || errB != nil {
-		return a != b
-	}
-	return x > y
 }

@@ -73,7 +73,7 @@ func (c *Controller) setClusterLabels(extra map[string]string) {
 		return
 	}
 	c.logger.Info("Cluster labels changed; rendering every Bundle again", "labels", labels)
-	for _, obj := range c.src.Load().bundles.list() {
+	for _, obj := range c.src.Load().bundles.List() {
 		if m, ok := obj.(metav1.Object); ok {
 			c.queue.Add(types.NamespacedName{Namespace: m.GetNamespace(), Name: m.GetName()})
 		}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/clusters"
+	"github.com/driftwatch/driftwatch/drift/events"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/tenancy"
@@ -114,7 +115,7 @@ type SourceProvider interface {
 type Controller struct {
 	sources  SourceProvider
 	applier  *apply.Applier
-	watches  *watch.Manager
+	watches  Watches
 	metrics  *metrics.Metrics
 	pipeline manifests.Pipeline
 	opts     Options
@@ -168,21 +169,32 @@ type Controller struct {
 	// reads are the watches of objects that renders read; their own lock.
 	reads reads
 	// objEvents writes events about owned objects; nil: on the Bundle.
-	objEvents *objectEvents
+	objEvents *events.Recorder
 	// clusterNow is the cluster Bundles are rendered for (cluster.go).
 	clusterNow manifests.Cluster
 }
 
-// NewWatches returns the informer manager for owned objects; the
-// controller is its event handler.
-type NewWatches func(handler watch.Handler) *watch.Manager
+// Watches are the informers of owned objects (watch.Manager): Run starts
+// them under its context with the controller as their handler, and shuts
+// them down when it returns.
+type Watches interface {
+	Start(ctx context.Context, handler watch.Handler)
+	Ensure(ctx context.Context, gvr schema.GroupVersionResource) error
+	Get(gvr schema.GroupVersionResource, namespace, name string) (*watch.Object, bool)
+	Stop(gvr schema.GroupVersionResource)
+	Running() []schema.GroupVersionResource
+	Count(gvr schema.GroupVersionResource) int
+	EnsurePods(namespace string)
+	StopPods(keep map[string]bool)
+	Shutdown()
+}
 
 // New wires a Controller: Bundles come from the source cluster that
-// sources hands out, objects are applied by applier and watched by the
-// manager that newWatches returns.
-func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, m *metrics.Metrics, opts Options) *Controller {
+// sources hands out, objects are applied by applier and watched by
+// watches.
+func New(sources SourceProvider, applier *apply.Applier, watches Watches, m *metrics.Metrics, opts Options) *Controller {
 	c := &Controller{
-		sources: sources, applier: applier, metrics: m, opts: opts, pipeline: opts.Pipeline,
+		sources: sources, applier: applier, watches: watches, metrics: m, opts: opts, pipeline: opts.Pipeline,
 		states:     map[types.NamespacedName]*bundleState{},
 		byLabel:    map[string]types.NamespacedName{},
 		kinds:      map[schema.GroupVersionResource]string{},
@@ -201,10 +213,9 @@ func New(sources SourceProvider, applier *apply.Applier, newWatches NewWatches, 
 	c.policy.Restrictions = c
 	c.pipeline.Admit = &c.policy
 	if opts.TargetEvents != nil {
-		c.objEvents = newObjectEvents(opts.TargetEvents, applier.FieldManager(), klog.Background())
+		c.objEvents = events.New(opts.TargetEvents, applier.FieldManager())
 	}
-	c.watches = newWatches(c)
-	m.WatchedObjects.Source(c.watchedCounts)
+	m.WatchedObjects.Source(c)
 	return c
 }
 
@@ -222,6 +233,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.logger = logger
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
+	c.watches.Start(ctx, c)
 	c.startReads(ctx)
 	defer func() {
 		cancel() // the cluster ConfigMap's informer too, even when connecting failed
@@ -234,16 +246,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		if src := c.src.Load(); src != nil {
 			src.stop()
 		}
-		c.watches.Wait()
+		c.watches.Shutdown()
 	}()
 	c.watchCluster(ctx, &wg)
 	if c.objEvents != nil {
-		c.objEvents.logger = logger.WithName("events")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.objEvents.run(ctx)
-		}()
+		wg.Go(func() { c.objEvents.Run(klog.NewContext(ctx, logger.WithName("events"))) })
 	}
 	clients, swapped := c.sources.Source()
 	src, err := c.connect(ctx, ctx, clients)
@@ -254,15 +261,24 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.metrics.SourceConnected.Set(1)
 	c.synced.Store(true)
 	logger.Info("Bundle cache synced; starting workers", "namespace", c.opts.Namespace, "workers", c.opts.Workers)
+	c.startWorkers(ctx, &wg, swapped)
+	<-ctx.Done()
+	c.synced.Store(false)
+	c.metrics.SourceConnected.Set(0)
+	return nil
+}
 
+// startWorkers starts the goroutines that Run owns once connected: the
+// sync, correction, status and crash workers, the resync safety net and
+// the source's supervisor. They stop when ctx ends and the queues shut
+// down; wg waits for them.
+func (c *Controller) startWorkers(ctx context.Context, wg *sync.WaitGroup, swapped <-chan struct{}) {
 	run := func(f func(context.Context) bool) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer utilruntime.HandleCrashWithContext(ctx)
 			for f(ctx) {
 			}
-		}()
+		})
 	}
 	fixWorkers := c.opts.FixWorkers
 	if fixWorkers <= 0 {
@@ -276,19 +292,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	run(c.processStatus)
 	run(c.processCrash)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		c.resyncLoop(ctx)
-	}()
-	go func() {
-		defer wg.Done()
-		c.superviseSource(ctx, swapped)
-	}()
-	<-ctx.Done()
-	c.synced.Store(false)
-	c.metrics.SourceConnected.Set(0)
-	return nil
+	wg.Go(func() { c.resyncLoop(ctx) })
+	wg.Go(func() { c.superviseSource(ctx, swapped) })
 }
 
 // applierFor returns the Applier that reads and writes a Bundle's objects
@@ -422,8 +427,9 @@ func (c *Controller) checkAll() {
 	}
 }
 
-// watchedCounts is what driftwatch_watched_objects shows when scraped.
-func (c *Controller) watchedCounts() []metrics.WatchedCount {
+// WatchedCounts implements metrics.WatchedCounter: what
+// driftwatch_watched_objects shows when scraped.
+func (c *Controller) WatchedCounts() []metrics.WatchedCount {
 	var out []metrics.WatchedCount
 	for _, gvr := range c.watches.Running() {
 		out = append(out, metrics.WatchedCount{Group: gvr.Group, Version: gvr.Version, Resource: gvr.Resource, Objects: c.watches.Count(gvr)})

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/detect"
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 )
@@ -70,7 +72,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		if err != nil {
 			return err
 		}
-		if w.info.finding.Cause == CausePodFailed {
+		if w.info.finding.Cause == detect.CausePodFailed {
 			res = apply.Result{Desired: d, Action: apply.Deleted, Err: w.act.Delete(ctx, d.GVR, d.Ref)}
 			return res.Err
 		}
@@ -96,7 +98,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 		}
 		return err
 	}
-	if w.info.finding.Cause == CauseDeleted {
+	if w.info.finding.Cause == detect.CauseDeleted {
 		c.objectEvent(key.Bundle, w.desired.APIVersion, key.Ref, corev1.EventTypeNormal, "DriftCorrected", "Correct", "%s re-created after it was deleted", key.Ref)
 	} else {
 		c.objectEvent(key.Bundle, w.desired.APIVersion, key.Ref, corev1.EventTypeNormal, "DriftCorrected", "Correct", "%s: %s restored (was changed by %s)",
@@ -192,11 +194,11 @@ func (c *Controller) recordApplyError(s *bundleState, r apply.Result) {
 	ref := r.Desired.Ref
 	if apply.IsConflict(r.Err) {
 		managers := apply.ConflictManagers(r.Err)
-		s.problems[ref] = problem{state: manifests.StateConflict, manager: strings.Join(managers, ","), message: r.Err.Error()}
+		s.problems[ref] = status.Problem{State: manifests.StateConflict, Manager: strings.Join(managers, ","), Message: r.Err.Error()}
 		for _, m := range managers {
 			c.metrics.ApplyConflicts.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
 		}
 		return
 	}
-	s.problems[ref] = problem{state: manifests.StateFailed, message: r.Err.Error()}
+	s.problems[ref] = status.Problem{State: manifests.StateFailed, Message: r.Err.Error()}
 }

@@ -2,7 +2,6 @@ package drift
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,72 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/detect"
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/watch"
 )
-
-// Crash is a Pod whose container failed, or a Pod that failed.
-type Crash struct {
-	Container string
-	// Reason: CrashLoopBackOff, OOMKilled, Error, Evicted, Failed, or the
-	// reason the container's termination gives.
-	Reason   string
-	ExitCode int32
-	// Run names the failed run (container, restart count, start time), so
-	// that a crash is counted once however many events show it.
-	Run string
-}
-
-// podCrash classifies a Pod's state: a container that terminated with a
-// non-zero exit code, waits in CrashLoopBackOff or was OOM-killed, or a Pod
-// that failed or was evicted. ok is false for a healthy Pod.
-func podCrash(p *watch.PodState) (c Crash, ok bool) {
-	if p == nil {
-		return Crash{}, false
-	}
-	for _, cs := range p.Containers {
-		switch {
-		case cs.Terminated != nil && (cs.Terminated.ExitCode != 0 || cs.Terminated.Reason == "OOMKilled"):
-			return Crash{Container: cs.Name, Reason: orDefault(cs.Terminated.Reason, "Error"), ExitCode: cs.Terminated.ExitCode,
-				Run: fmt.Sprintf("%s/%d/%s", cs.Name, cs.RestartCount, cs.Terminated.Started)}, true
-		case cs.Waiting == "CrashLoopBackOff":
-			c := Crash{Container: cs.Name, Reason: "CrashLoopBackOff", Run: fmt.Sprintf("%s/%d", cs.Name, cs.RestartCount)}
-			if cs.LastTerminated != nil {
-				c.ExitCode = cs.LastTerminated.ExitCode
-				if cs.LastTerminated.Reason == "OOMKilled" {
-					c.Reason = "OOMKilled"
-				}
-			}
-			return c, true
-		}
-	}
-	if p.Phase == corev1.PodFailed {
-		return Crash{Reason: orDefault(p.Reason, "Failed"), Run: "pod/" + string(p.Phase)}, true
-	}
-	return Crash{}, false
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-// String describes a crash for status and events.
-func (c Crash) String() string {
-	if c.Container == "" {
-		return c.Reason
-	}
-	return fmt.Sprintf("container %s: %s (exit code %d)", c.Container, c.Reason, c.ExitCode)
-}
-
-// podCrashState is a crash of one Pod behind an owned object, while it lasts.
-type podCrashState struct {
-	owner manifests.ObjectRef
-	pod   string
-	crash Crash
-}
 
 // workloadKinds own Pods, directly or through a ReplicaSet.
 var workloadKinds = map[schema.GroupKind]bool{
@@ -117,7 +55,7 @@ func (c *Controller) watchPods() {
 // A crash is handed to processCrash: finding its owner may take an API
 // read, which must not hold up the informer.
 func (c *Controller) OnPod(obj *watch.Object) {
-	_, crashed := podCrash(obj.Pod)
+	_, crashed := status.CrashOf(obj.Pod)
 	podKey := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
 	if !crashed || obj.Deleting {
 		c.clearCrash(podKey, obj.UID, obj.Deleting)
@@ -153,7 +91,7 @@ func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedNam
 	if obj == nil {
 		return nil // healthy again, or gone, since it was queued
 	}
-	crash, _ := podCrash(obj.Pod)
+	crash, _ := status.CrashOf(obj.Pod)
 	owner, ok, err := c.podOwner(ctx, obj)
 	if err != nil || !ok {
 		return err
@@ -172,7 +110,7 @@ func (c *Controller) recordCrash(ctx context.Context, podKey types.NamespacedNam
 	runs[crash.Run] = true
 	c.mu.Unlock()
 	s.mu.Lock()
-	s.crashes[podKey] = podCrashState{owner: ref, pod: obj.Name, crash: crash}
+	s.crashes[podKey] = status.PodCrash{Owner: ref, Pod: obj.Name, Crash: crash}
 	key, apiVersion := s.key, s.desired[ref].APIVersion
 	s.mu.Unlock()
 	c.statuses.Add(key)
@@ -282,8 +220,8 @@ func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Objec
 	if s.applied[ref] == nil || s.ours(ref) {
 		return
 	}
-	if d, ok := s.drifted[ref]; ok && d.finding.Cause == CausePodFailed {
+	if d, ok := s.drifted[ref]; ok && d.finding.Cause == detect.CausePodFailed {
 		return
 	}
-	c.driftFound(s, ref, PodFailed(), now)
+	c.driftFound(s, ref, detect.PodFailed(), now)
 }

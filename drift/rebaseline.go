@@ -4,6 +4,7 @@ import (
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/detect"
 	"github.com/driftwatch/driftwatch/watch"
 )
 
@@ -29,12 +30,7 @@ func (c *Controller) rebaseline(d apply.Desired, cached *watch.Object) (*apply.A
 	if err != nil {
 		return base, false
 	}
-	missing := &fieldpath.Set{}
-	for _, p := range declaredLeaves(obj.Object) {
-		if !ownedOrAtomic(owned, p) {
-			missing.Insert(p)
-		}
-	}
+	missing := detect.NotOwned(owned, obj.Object)
 	if missing.Empty() {
 		return base, false
 	}
@@ -46,61 +42,6 @@ func (c *Controller) rebaseline(d apply.Desired, cached *watch.Object) (*apply.A
 	base.Fields = string(full)
 	base.ResourceVersion = "" // unknown: the next look at the object must check it
 	return base, true
-}
-
-// ownedOrAtomic reports whether p, or a map above it, is in the set: an
-// atomic map (a LabelSelector) is owned as a whole, its keys are not listed.
-func ownedOrAtomic(owned *fieldpath.Set, p fieldpath.Path) bool {
-	for i := len(p); i > 0; i-- {
-		if owned.Has(p[:i]) {
-			return true
-		}
-	}
-	return false
-}
-
-// declaredLeaves returns the paths of the scalar values under maps of an
-// object: what an apply of it owns, lists aside. Identity fields and status
-// are not owned through an apply of the main resource.
-func declaredLeaves(obj map[string]any) []fieldpath.Path {
-	var out []fieldpath.Path
-	var walk func(prefix []any, m map[string]any)
-	walk = func(prefix []any, m map[string]any) {
-		for k, v := range m {
-			path := append(append([]any(nil), prefix...), k)
-			switch v := v.(type) {
-			case map[string]any:
-				walk(path, v)
-			case []any, nil:
-				// Lists need their keys from the schema; nulls own nothing.
-			default:
-				if p, err := fieldpath.MakePath(path...); err == nil {
-					out = append(out, p)
-				}
-			}
-		}
-	}
-	for k, v := range obj {
-		m, isMap := v.(map[string]any)
-		switch {
-		case k == "metadata" && isMap:
-			for _, sub := range []string{"labels", "annotations"} {
-				if mm, ok := m[sub].(map[string]any); ok {
-					walk([]any{"metadata", sub}, mm)
-				}
-			}
-		case k == "apiVersion" || k == "kind" || k == "status":
-		case isMap:
-			walk([]any{k}, m)
-		default:
-			if p, err := fieldpath.MakePath(k); err == nil && v != nil {
-				if _, isList := v.([]any); !isList {
-					out = append(out, p)
-				}
-			}
-		}
-	}
-	return out
 }
 
 // withoutLostIgnored drops from the object to apply the ignored fields that
@@ -122,7 +63,7 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 	// Matched as Detect matches: by the path's string form.
 	var drop []fieldpath.Path
 	others.Difference(owned).Iterate(func(p fieldpath.Path) {
-		if ignored(p.String(), ignore) {
+		if detect.Ignored(p.String(), ignore) {
 			drop = append(drop, p.Copy())
 		}
 	})
@@ -134,7 +75,7 @@ func (c *Controller) withoutLostIgnored(d apply.Desired, ignore []string) apply.
 		return d
 	}
 	for _, p := range drop {
-		removePath(obj.Object, p)
+		detect.RemovePath(obj.Object, p)
 	}
 	if out, err := d.WithObject(obj); err == nil {
 		return out

@@ -21,7 +21,9 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/driftwatch/driftwatch/clusters"
+	"github.com/driftwatch/driftwatch/drift/events"
 	"github.com/driftwatch/driftwatch/manifests"
+	"github.com/driftwatch/driftwatch/watch"
 )
 
 // source is one connection to the source cluster: the Bundle informer and
@@ -33,7 +35,7 @@ type source struct {
 	client dynamic.Interface
 	// bundles and restrictions are the Bundles and BundleRestrictions of
 	// the namespaces the agent watches.
-	bundles, restrictions *informerSet
+	bundles, restrictions *watch.Namespaced
 	broadcaster           record.EventBroadcaster
 	recorder              record.EventRecorder
 	cancel                context.CancelFunc
@@ -47,12 +49,12 @@ func (c *Controller) connect(ctx, wait context.Context, clients *clusters.Client
 	ctx, cancel := context.WithCancel(ctx)
 	src := &source{client: clients.Dynamic, cancel: cancel, done: make(chan struct{})}
 	namespaces := c.bundleNamespaces()
-	src.bundles = newInformerSet(clients.Dynamic, manifests.BundleGVR, namespaces)
-	src.restrictions = newInformerSet(clients.Dynamic, manifests.RestrictionGVR, namespaces)
+	src.bundles = watch.NewNamespaced(clients.Dynamic, manifests.BundleGVR, namespaces)
+	src.restrictions = watch.NewNamespaced(clients.Dynamic, manifests.RestrictionGVR, namespaces)
 	// The source connection: lost on a watch error, back once the Bundle
 	// watch delivers again (after a re-list every Bundle is delivered anew)
 	// or a status write succeeds.
-	src.bundles.each(func(inf cache.SharedIndexInformer) {
+	for _, inf := range src.bundles.Informers() {
 		_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 			if c.src.Load() == src { // a connection still syncing is not the one in use
 				c.metrics.SourceConnected.Set(0)
@@ -60,25 +62,25 @@ func (c *Controller) connect(ctx, wait context.Context, clients *clusters.Client
 			cache.DefaultWatchErrorHandler(ctx, r, err)
 		}) // fails only once the informer runs; it has not started
 		_, _ = inf.AddEventHandler(c.bundleHandler(src)) // fails only once stopped
-	})
-	src.restrictions.each(func(inf cache.SharedIndexInformer) {
+	}
+	for _, inf := range src.restrictions.Informers() {
 		_, _ = inf.AddEventHandler(c.restrictionHandler(src)) // fails only once stopped
-	})
+	}
 	src.broadcaster = record.NewBroadcaster(record.WithContext(ctx))
 	src.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Kube.CoreV1().Events("")})
 	src.recorder = src.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: c.applier.FieldManager()})
 	go func() {
 		defer close(src.done)
 		var wg sync.WaitGroup
-		wg.Go(func() { src.bundles.run(ctx) })
-		wg.Go(func() { src.restrictions.run(ctx) })
+		wg.Go(func() { src.bundles.Run(ctx) })
+		wg.Go(func() { src.restrictions.Run(ctx) })
 		wg.Wait()
 	}()
 	waiting, stopWaiting := context.WithCancel(wait)
 	defer stopWaiting()
 	unlink := context.AfterFunc(ctx, stopWaiting) // the connection's end ends the wait too
 	defer unlink()
-	if !cache.WaitForCacheSync(waiting.Done(), src.bundles.hasSynced, src.restrictions.hasSynced) {
+	if !cache.WaitForCacheSync(waiting.Done(), src.bundles.HasSynced, src.restrictions.HasSynced) {
 		src.stop()
 		return nil, fmt.Errorf("bundle and bundlerestriction informers did not sync in namespaces %q: %w", namespaces, context.Cause(waiting))
 	}
@@ -108,7 +110,7 @@ func (c *Controller) Restrictions(namespace string) ([]manifests.BundleRestricti
 		return nil, errors.New("the source cluster is not connected")
 	}
 	var out []manifests.BundleRestriction
-	for _, obj := range src.restrictions.inNamespace(namespace) {
+	for _, obj := range src.restrictions.InNamespace(namespace) {
 		u, ok := obj.(*unstructured.Unstructured)
 		if !ok {
 			continue
@@ -136,7 +138,7 @@ func (c *Controller) restrictionHandler(src *source) cache.ResourceEventHandler 
 		if !ok {
 			return
 		}
-		for _, b := range src.bundles.inNamespace(m.GetNamespace()) {
+		for _, b := range src.bundles.InNamespace(m.GetNamespace()) {
 			c.enqueueBundle(b)
 		}
 	}
@@ -193,7 +195,7 @@ func (c *Controller) superviseSource(ctx context.Context, swapped <-chan struct{
 // was not active yet. It returns the connection it replaced (nil at first).
 func (c *Controller) activate(src *source) *source {
 	old := c.src.Swap(src)
-	for _, obj := range src.bundles.list() {
+	for _, obj := range src.bundles.List() {
 		c.enqueueBundle(obj)
 	}
 	return old
@@ -285,7 +287,7 @@ func (c *Controller) enqueueBundle(obj any) {
 
 // cachedBundle returns the Bundle from the informer cache, nil if gone.
 func (c *Controller) cachedBundle(key types.NamespacedName) *unstructured.Unstructured {
-	u, _ := c.src.Load().bundles.get(key).(*unstructured.Unstructured)
+	u, _ := c.src.Load().bundles.Get(key).(*unstructured.Unstructured)
 	return u
 }
 
@@ -334,4 +336,22 @@ func (c *Controller) flushStatuses() {
 		c.statuses.Add(key)
 	}
 	c.logger.V(2).Info("Source cluster answers again; writing every Bundle's status", "bundles", len(keys))
+}
+
+// objectEvent records an event about one owned object: regarding the
+// object, related to the Bundle, in the target cluster. Without a target
+// event writer (tests), or for a document without a name, it is recorded
+// on the Bundle. It makes no API call and takes no lock of the
+// controller's nor of a Bundle's: callers may hold either.
+func (c *Controller) objectEvent(bundle types.NamespacedName, apiVersion string, ref manifests.ObjectRef, eventType, reason, action, format string, args ...any) {
+	if c.objEvents == nil || ref.Name == "" {
+		c.event(bundle, eventType, reason, format, args...)
+		return
+	}
+	var uid types.UID
+	if u := c.cachedBundle(bundle); u != nil {
+		uid = u.GetUID()
+	}
+	regarding := corev1.ObjectReference{APIVersion: apiVersion, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
+	c.objEvents.Emit(regarding, events.BundleRef(bundle, uid), eventType, reason, action, fmt.Sprintf(format, args...))
 }

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/detect"
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 )
@@ -27,33 +29,18 @@ type fixKey struct {
 
 // driftInfo is a drift seen and not yet corrected.
 type driftInfo struct {
-	finding Finding
+	finding detect.Finding
 	seen    time.Time // when the event that showed it arrived
 }
 
-// problem is an object that failed to apply or is in conflict.
-type problem struct {
-	state   manifests.ResourceState
-	manager string
-	message string
-}
-
 // fightKey is one field of one object taken by one manager.
-type fightKey struct {
-	Ref     manifests.ObjectRef
-	Field   string
-	Manager string
-}
+type fightKey = status.FightKey
 
-// fight counts how often a field was taken back from the same manager.
+// fight counts how often a field was taken back from the same manager,
+// and backs corrections off (status.Backoff).
 type fight struct {
-	hits    []time.Time
-	backoff time.Duration
-	until   time.Time
-	// last is the latest take that was part of the fight (one that made it
-	// or came while corrections backed off): the fight ends, and the
-	// Bundle stops being Stalled, once it has been quiet for backoff.
-	last time.Time
+	hits []time.Time
+	status.Backoff
 }
 
 // Bounds on what a Bundle's state keeps per field manager: the names are
@@ -86,17 +73,11 @@ func (s *bundleState) roomForFight(now time.Time, window time.Duration) bool {
 		return true
 	}
 	for k, f := range s.fights {
-		if !f.active(now) && (len(f.hits) == 0 || now.Sub(f.hits[len(f.hits)-1]) >= window) {
+		if !f.Active(now) && (len(f.hits) == 0 || now.Sub(f.hits[len(f.hits)-1]) >= window) {
 			delete(s.fights, k)
 		}
 	}
 	return len(s.fights) < maxFights
-}
-
-// active reports whether the fight goes on at now: corrections back off,
-// or the last take is less than a back-off ago.
-func (f *fight) active(now time.Time) bool {
-	return f.backoff > 0 && (now.Before(f.until) || now.Before(f.last.Add(f.backoff)))
 }
 
 // bundleState is everything the controller knows about one Bundle.
@@ -134,7 +115,7 @@ type bundleState struct {
 
 	desired  map[manifests.ObjectRef]apply.Desired
 	applied  map[manifests.ObjectRef]*apply.Applied
-	problems map[manifests.ObjectRef]problem
+	problems map[manifests.ObjectRef]status.Problem
 	drifted  map[manifests.ObjectRef]driftInfo
 	// inFlight marks objects that a write of ours is changing: their
 	// events show our own write, not drift. Taken and released by
@@ -145,7 +126,7 @@ type bundleState struct {
 	// (managerLabel).
 	managers map[string]bool
 	// crashes are the Pods behind owned objects that crash now.
-	crashes map[types.NamespacedName]podCrashState
+	crashes map[types.NamespacedName]status.PodCrash
 	// bundleErrors are errors that belong to no single object (rendering).
 	bundleErrors []string
 	// refused says which rule refuses the Bundle (tenancy); "" when none.
@@ -172,12 +153,12 @@ func newBundleState(key types.NamespacedName, set ownership.Set) *bundleState {
 		key: key, set: set,
 		desired:  map[manifests.ObjectRef]apply.Desired{},
 		applied:  map[manifests.ObjectRef]*apply.Applied{},
-		problems: map[manifests.ObjectRef]problem{},
+		problems: map[manifests.ObjectRef]status.Problem{},
 		drifted:  map[manifests.ObjectRef]driftInfo{},
 		inFlight: map[manifests.ObjectRef]bool{},
 		fights:   map[fightKey]*fight{},
 		managers: map[string]bool{},
-		crashes:  map[types.NamespacedName]podCrashState{},
+		crashes:  map[types.NamespacedName]status.PodCrash{},
 	}
 }
 

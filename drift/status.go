@@ -1,7 +1,6 @@
 package drift
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/driftwatch/driftwatch/drift/detect"
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/watch"
@@ -35,19 +36,19 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 	if !ok {
 		return nil
 	}
-	for i := range in.objects {
-		in.objects[i].readiness = c.readiness(in.objects[i])
+	for i := range in.Objects {
+		in.Objects[i].Readiness = c.readiness(in.Objects[i])
 	}
-	status := computeStatus(in, b.Status, time.Now())
-	c.publishMetrics(key, status)
-	if equalJSON(status, b.Status) {
+	st := status.Compute(in, b.Status, time.Now())
+	c.publishMetrics(key, st)
+	if status.Equal(st, b.Status) {
 		return nil
 	}
 	// The whole status, replaced by a JSON patch without a resource
 	// version: the agent is its only writer, and an update's precondition
 	// failed again and again while a flood of edits kept the Bundle cache
 	// a step behind.
-	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": status}})
+	patch, err := json.Marshal([]map[string]any{{"op": "add", "path": "/status", "value": st}})
 	if err != nil {
 		return err
 	}
@@ -61,49 +62,49 @@ func (c *Controller) writeStatus(ctx context.Context, key types.NamespacedName) 
 }
 
 // snapshot copies what the status of a Bundle is computed from.
-func (c *Controller) snapshot(key types.NamespacedName) (statusInput, bool) {
+func (c *Controller) snapshot(key types.NamespacedName) (status.Input, bool) {
 	s := c.state(key)
 	if s == nil {
-		return statusInput{}, false
+		return status.Input{}, false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	in := statusInput{
-		generation: s.generation, declared: s.declared, renderFailures: s.renderFailures,
-		paused: s.spec.Paused, detectOnly: s.spec.Drift.DetectOnly(), anyApplied: len(s.applied) > 0,
-		corrections: s.corrections, lastApplied: s.lastApplied, lastDrift: s.lastDrift,
-		bundleErrors:  append([]string(nil), s.bundleErrors...),
-		refused:       s.refused,
-		customization: s.spec.Customized.Name, waiting: s.waiting,
-		problems: make(map[manifests.ObjectRef]problem, len(s.problems)),
-		drifted:  make(map[manifests.ObjectRef]Finding, len(s.drifted)),
-		objects:  make([]objectStatus, 0, len(s.desired)),
+	in := status.Input{
+		Generation: s.generation, Declared: s.declared, RenderFailures: s.renderFailures,
+		Paused: s.spec.Paused, DetectOnly: s.spec.Drift.DetectOnly(), AnyApplied: len(s.applied) > 0,
+		Corrections: s.corrections, LastApplied: s.lastApplied, LastDrift: s.lastDrift,
+		BundleErrors:  append([]string(nil), s.bundleErrors...),
+		Refused:       s.refused,
+		Customization: s.spec.Customized.Name, Waiting: s.waiting,
+		Problems: make(map[manifests.ObjectRef]status.Problem, len(s.problems)),
+		Drifted:  make(map[manifests.ObjectRef]detect.Finding, len(s.drifted)),
+		Objects:  make([]status.Object, 0, len(s.desired)),
 	}
 	for ref, p := range s.problems {
-		in.problems[ref] = p
+		in.Problems[ref] = p
 	}
 	for ref, d := range s.drifted {
-		in.drifted[ref] = d.finding
+		in.Drifted[ref] = d.finding
 	}
 	for k, f := range s.fights {
-		in.fights = append(in.fights, fightStatus{key: k, fight: fight{backoff: f.backoff, until: f.until, last: f.last}})
+		in.Fights = append(in.Fights, status.Fight{FightKey: k, Backoff: f.Backoff})
 	}
 	for _, cr := range s.crashes {
-		in.crashes = append(in.crashes, cr)
+		in.Crashes = append(in.Crashes, cr)
 	}
 	for ref, d := range s.desired {
-		in.objects = append(in.objects, objectStatus{ref: ref, apiVersion: d.APIVersion, gvr: d.GVR, applied: s.applied[ref] != nil})
+		in.Objects = append(in.Objects, status.Object{Ref: ref, APIVersion: d.APIVersion, GVR: d.GVR, Applied: s.applied[ref] != nil})
 	}
 	return in, true
 }
 
 // readiness returns the kstatus verdict on an object from the cache: nil
 // (ready) for kinds that are ready once they exist.
-func (c *Controller) readiness(o objectStatus) *watch.Readiness {
-	if !o.applied || !watch.NeedsStatus(o.gvr) {
+func (c *Controller) readiness(o status.Object) *watch.Readiness {
+	if !o.Applied || !watch.NeedsStatus(o.GVR) {
 		return nil
 	}
-	obj, ok := c.watches.Get(o.gvr, o.ref.Namespace, o.ref.Name)
+	obj, ok := c.watches.Get(o.GVR, o.Ref.Namespace, o.Ref.Name)
 	if !ok {
 		return &watch.Readiness{Status: "NotFound", Message: "not in the cache yet"}
 	}
@@ -125,12 +126,4 @@ func (c *Controller) publishMetrics(key types.NamespacedName, st manifests.Bundl
 	} {
 		c.metrics.BundleResources.WithLabelValues(ns, name, state).Set(float64(v))
 	}
-}
-
-// equalJSON compares two statuses as the API server stores them (times in
-// seconds, empty lists absent).
-func equalJSON(a, b manifests.BundleStatus) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/status"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -224,7 +225,7 @@ func (c *Controller) renderFailed(s *bundleState, err error) {
 // plan collects one sync's desired objects and the objects it refused.
 type plan struct {
 	desired  map[manifests.ObjectRef]apply.Desired
-	problems map[manifests.ObjectRef]problem
+	problems map[manifests.ObjectRef]status.Problem
 	// recheck are objects re-baselined after a restart that lost declared
 	// fields while no agent watched: checked once the state is recorded.
 	recheck []apply.Desired
@@ -233,14 +234,14 @@ type plan struct {
 }
 
 func newPlan(held map[schema.GroupVersionResource]bool) *plan {
-	return &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]problem{}, held: held}
+	return &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]status.Problem{}, held: held}
 }
 
 // settle files the objects that could not be prepared and those refused
 // by the ownership rules as problems; refused objects are not desired.
 func (p *plan) settle(cs *apply.ChangeSet) {
 	for _, inv := range cs.Invalid {
-		p.problems[inv.Ref] = problem{state: manifests.StateFailed, message: inv.Error()}
+		p.problems[inv.Ref] = status.Problem{State: manifests.StateFailed, Message: inv.Error()}
 	}
 	for _, r := range cs.Entries {
 		if r.Action != apply.Refused {
@@ -251,7 +252,7 @@ func (p *plan) settle(cs *apply.ChangeSet) {
 		if errors.As(r.Err, &other) {
 			manager = other.Owner
 		}
-		p.problems[r.Desired.Ref] = problem{state: manifests.StateConflict, manager: manager, message: r.Err.Error()}
+		p.problems[r.Desired.Ref] = status.Problem{State: manifests.StateConflict, Manager: manager, Message: r.Err.Error()}
 		delete(p.desired, r.Desired.Ref)
 	}
 }
@@ -315,7 +316,7 @@ func (c *Controller) recheck(ds []apply.Desired) {
 // informers and queues the status.
 func (c *Controller) publishSync(s *bundleState) {
 	s.mu.Lock()
-	problems := make(map[manifests.ObjectRef]problem, len(s.problems))
+	problems := make(map[manifests.ObjectRef]status.Problem, len(s.problems))
 	apiVersions := make(map[manifests.ObjectRef]string, len(s.problems))
 	for ref, pr := range s.problems {
 		problems[ref] = pr
@@ -324,10 +325,10 @@ func (c *Controller) publishSync(s *bundleState) {
 	s.mu.Unlock()
 	for ref, pr := range problems {
 		reason := "ApplyFailed"
-		if pr.state == manifests.StateConflict {
+		if pr.State == manifests.StateConflict {
 			reason = "Conflict"
 		}
-		c.objectEvent(s.key, apiVersions[ref], ref, corev1.EventTypeWarning, reason, "Apply", "%s: %s", ref, pr.message)
+		c.objectEvent(s.key, apiVersions[ref], ref, corev1.EventTypeWarning, reason, "Apply", "%s: %s", ref, pr.Message)
 	}
 	c.stopUnusedWatches()
 	c.watchPods()

@@ -198,40 +198,13 @@ func (r *Releases) loadFromRepo(ctx context.Context, h *manifests.HelmSpec, cred
 // loadOCI resolves the version constraint against the registry's tags and
 // loads that chart, from the cache when its manifest digest is there.
 func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef string, creds *credentials, allowInsecure bool) (*loaded, error) {
-	if h.Insecure && creds != nil && creds.username != "" && !allowInsecure {
-		return nil, fmt.Errorf("registry %s with insecure: %w", chartRef, ErrPlainCredentials)
-	}
-	client, err := httpClient(creds, h.Insecure)
+	rc, err := r.registryClient(h, chartRef, creds, allowInsecure)
 	if err != nil {
 		return nil, err
 	}
-	client.Transport = boundedBodies{rt: client.Transport}
-	opts := []registry.ClientOption{registry.ClientOptHTTPClient(client), registry.ClientOptWriter(io.Discard),
-		registry.ClientOptCredentialsFile(r.cache.credentialsFile())}
-	if h.Insecure {
-		opts = append(opts, registry.ClientOptPlainHTTP())
-	}
-	if creds != nil && creds.username != "" {
-		opts = append(opts, registry.ClientOptBasicAuth(creds.username, creds.password))
-	}
-	rc, err := registry.NewClient(opts...)
+	ref, err := taggedRef(ctx, rc, chartRef, h.Version)
 	if err != nil {
 		return nil, err
-	}
-	ref := strings.TrimPrefix(chartRef, "oci://")
-	if _, tagged := tagOf(ref); tagged && h.Version != "" {
-		return nil, fmt.Errorf("spec.helm: chart %q has a tag; version must then be empty", chartRef)
-	}
-	if _, tagged := tagOf(ref); !tagged {
-		tags, err := withContext(ctx, func() ([]string, error) { return rc.Tags(ref) })
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: %w", chartRef, err)
-		}
-		tag, err := registry.GetTagMatchingVersionOrConstraint(tags, h.Version)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: %w", chartRef, err)
-		}
-		ref += ":" + tag
 	}
 	desc, err := withContext(ctx, func() (string, error) {
 		d, err := rc.Resolve(ref)
@@ -262,6 +235,49 @@ func (r *Releases) loadOCI(ctx context.Context, h *manifests.HelmSpec, chartRef 
 		return nil, fmt.Errorf("chart %s: %w", ref, err)
 	}
 	return &loaded{chart: c, digest: desc, version: c.Metadata.Version}, nil
+}
+
+// registryClient is a registry client for chartRef: responses bounded,
+// credentials only as the spec and its namespace allow.
+func (r *Releases) registryClient(h *manifests.HelmSpec, chartRef string, creds *credentials, allowInsecure bool) (*registry.Client, error) {
+	if h.Insecure && creds != nil && creds.username != "" && !allowInsecure {
+		return nil, fmt.Errorf("registry %s with insecure: %w", chartRef, ErrPlainCredentials)
+	}
+	client, err := httpClient(creds, h.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	client.Transport = boundedBodies{rt: client.Transport}
+	opts := []registry.ClientOption{registry.ClientOptHTTPClient(client), registry.ClientOptWriter(io.Discard),
+		registry.ClientOptCredentialsFile(r.cache.credentialsFile())}
+	if h.Insecure {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	if creds != nil && creds.username != "" {
+		opts = append(opts, registry.ClientOptBasicAuth(creds.username, creds.password))
+	}
+	return registry.NewClient(opts...)
+}
+
+// taggedRef is chartRef without oci:// and with a tag: its own, or the
+// newest that version (a version or a constraint) matches.
+func taggedRef(ctx context.Context, rc *registry.Client, chartRef, version string) (string, error) {
+	ref := strings.TrimPrefix(chartRef, "oci://")
+	if _, tagged := tagOf(ref); tagged {
+		if version != "" {
+			return "", fmt.Errorf("spec.helm: chart %q has a tag; version must then be empty", chartRef)
+		}
+		return ref, nil
+	}
+	tags, err := withContext(ctx, func() ([]string, error) { return rc.Tags(ref) })
+	if err != nil {
+		return "", fmt.Errorf("registry %s: %w", chartRef, err)
+	}
+	tag, err := registry.GetTagMatchingVersionOrConstraint(tags, version)
+	if err != nil {
+		return "", fmt.Errorf("registry %s: %w", chartRef, err)
+	}
+	return ref + ":" + tag, nil
 }
 
 // tagOf returns the tag of an OCI reference, if it has one.

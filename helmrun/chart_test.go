@@ -85,9 +85,6 @@ func TestTemplateFromResourcesWithValuesAndClusterLabels(t *testing.T) {
 	if data["greeting"] != "from-file" || data["cluster"] != "eu-1" || data["region"] != "eu" {
 		t.Errorf("data %v: values file, cluster name and labels not merged", data)
 	}
-	if out.Inputs == "" {
-		t.Error("no inputs digest")
-	}
 }
 
 func TestTemplateErrorNamesFileAndLine(t *testing.T) {

@@ -169,7 +169,7 @@ func setHelmMetadata(obj *unstructured.Unstructured, release, namespace string) 
 // that each object's source names its template.
 func (r *Releases) output(req *request, manifest string, released bool) (manifests.Output, error) {
 	resources := splitManifest(manifest)
-	out := manifests.Output{Source: manifests.RawSource(resources), Inputs: req.inputs, Released: released}
+	out := manifests.Output{Source: manifests.RawSource(resources), Released: released}
 	if len(resources) == 0 {
 		return out, nil
 	}

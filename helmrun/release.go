@@ -359,18 +359,8 @@ func (r *Releases) configuration(clients *clusters.Clients, ns string, maxHistor
 // the upgrade can proceed; one pending from another client is waited for
 // until its operation's timeout has passed.
 func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *request, last *release.Release) (*release.Release, error) {
-	h := req.in.Spec.Helm
-	if last != nil && last.Info != nil && last.Info.Status.IsPending() {
-		_, ours := last.Labels[InputsLabel]
-		if age := time.Since(last.Info.LastDeployed); !ours && age < req.timeout {
-			return nil, fmt.Errorf("release %s/%s is %s by another client since %s; waiting until its timeout (%s) has passed",
-				req.ns, req.name, last.Info.Status, last.Info.LastDeployed.Format(time.RFC3339), req.timeout)
-		}
-		r.opts.Logger.Info("Recovering a release left pending", "release", req.releaseID, "status", last.Info.Status, "revision", last.Version)
-		last.SetStatus(common.StatusFailed, fmt.Sprintf("interrupted while %s; recovered by driftwatch", last.Info.Status))
-		if err := cfg.Releases.Update(last); err != nil {
-			return nil, fmt.Errorf("release %s/%s: marking the interrupted revision %d failed: %w", req.ns, req.name, last.Version, err)
-		}
+	if err := r.recoverPending(cfg, req, last); err != nil {
+		return nil, err
 	}
 	post := &stamper{release: req.name, namespace: req.ns, maxObjects: req.in.Limits.OrDefault().Objects,
 		prepare: func(obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
@@ -380,6 +370,7 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 			return r.opts.Prepare(req.in.Bundle, req.in.Spec, obj)
 		},
 		owner: func(obj *unstructured.Unstructured) (metav1.Object, error) { return existing(ctx, req.clients, obj) }}
+	h := req.in.Spec.Helm
 	wait := kube.HookOnlyStrategy
 	if h.Wait || h.WaitForJobs {
 		wait = kube.StatusWatcherStrategy
@@ -419,6 +410,27 @@ func (r *Releases) run(ctx context.Context, cfg *action.Configuration, req *requ
 		return nil, fmt.Errorf("release %s/%s: %w", req.ns, req.name, err)
 	}
 	return asRelease(rel, req)
+}
+
+// recoverPending marks failed a release that an agent left pending when
+// it died during an operation, so that the upgrade can proceed; one
+// pending from another client is waited for until its operation's timeout
+// has passed.
+func (r *Releases) recoverPending(cfg *action.Configuration, req *request, last *release.Release) error {
+	if last == nil || last.Info == nil || !last.Info.Status.IsPending() {
+		return nil
+	}
+	_, ours := last.Labels[InputsLabel]
+	if age := time.Since(last.Info.LastDeployed); !ours && age < req.timeout {
+		return fmt.Errorf("release %s/%s is %s by another client since %s; waiting until its timeout (%s) has passed",
+			req.ns, req.name, last.Info.Status, last.Info.LastDeployed.Format(time.RFC3339), req.timeout)
+	}
+	r.opts.Logger.Info("Recovering a release left pending", "release", req.releaseID, "status", last.Info.Status, "revision", last.Version)
+	last.SetStatus(common.StatusFailed, fmt.Sprintf("interrupted while %s; recovered by driftwatch", last.Info.Status))
+	if err := cfg.Releases.Update(last); err != nil {
+		return fmt.Errorf("release %s/%s: marking the interrupted revision %d failed: %w", req.ns, req.name, last.Version, err)
+	}
+	return nil
 }
 
 // template renders the chart as an install would, without a cluster.

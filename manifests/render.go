@@ -2,16 +2,10 @@ package manifests
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"maps"
 	"slices"
-	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -34,20 +28,6 @@ func (c Cluster) WithLabels(extra map[string]string) Cluster {
 	}
 	maps.Copy(labels, extra)
 	return Cluster{Name: c.Name, Labels: labels}
-}
-
-// writeTo feeds the cluster's identity into h, labels sorted.
-func (c Cluster) writeTo(h hash.Hash) {
-	writeString(h, c.Name)
-	keys := make([]string, 0, len(c.Labels))
-	for k := range c.Labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		writeString(h, k)
-		writeString(h, c.Labels[k])
-	}
 }
 
 // Effective returns the spec that applies on cluster: the Bundle's spec
@@ -95,10 +75,6 @@ type Output struct {
 	Errors  []error
 	// Source finds each object again by its Locator.
 	Source Source
-	// Inputs digests what the render read besides the spec and the
-	// cluster (a resolved chart, values read from the cluster): it goes
-	// into Rendered.Hash.
-	Inputs string
 	// Released says that the render itself wrote the objects (a Helm
 	// install or upgrade): what the cache shows of them meanwhile was
 	// that write, not drift. Note says what was released, for an event.
@@ -154,10 +130,6 @@ type Rendered struct {
 	Declared int
 	// Generation is the Bundle's generation it was rendered from.
 	Generation int64
-	// Hash is a digest of every input of the render: the spec and the
-	// cluster (later also values read from the cluster and resolved chart
-	// versions). Equal hashes render equal objects.
-	Hash string
 	// Released and Note are the Output's.
 	Released bool
 	Note     string
@@ -242,17 +214,11 @@ func (p Pipeline) Render(ctx context.Context, b *Bundle, cluster Cluster) (*Rend
 	if n := len(out.Objects) + len(out.Errors); n > limits.Objects {
 		return nil, fmt.Errorf("bundle %s/%s: it renders %d documents, more than %d; the agent's limit is --max-bundle-objects", b.Namespace, b.Name, n, limits.Objects)
 	}
-	h := sha256.New()
-	if err := hashSpec(h, &spec); err != nil {
-		return nil, err
-	}
-	cluster.writeTo(h)
-	writeString(h, out.Inputs)
 	return &Rendered{
 		Spec: spec, Objects: out.Objects, Errors: out.Errors,
 		Declared:   len(out.Objects) + len(out.Errors),
-		Generation: b.Generation, Hash: hex.EncodeToString(h.Sum(nil)[:16]),
-		Released: out.Released, Note: out.Note, Access: access,
+		Generation: b.Generation,
+		Released:   out.Released, Note: out.Note, Access: access,
 		source: out.Source,
 	}, nil
 }
@@ -360,37 +326,6 @@ func (p Pipeline) admit(key types.NamespacedName, spec *BundleSpec) (Access, err
 		return Access{}, nil
 	}
 	return p.Admit.Admit(key, spec)
-}
-
-// hashSpec feeds a spec into h: the resources' bytes as they are, the rest
-// as JSON (a fraction of the size).
-func hashSpec(h hash.Hash, spec *BundleSpec) error {
-	rest := *spec
-	rest.Resources = nil
-	b, err := json.Marshal(rest)
-	if err != nil {
-		return err
-	}
-	h.Write(b)
-	if b, err = json.Marshal(spec.Customized); err != nil {
-		return err
-	}
-	h.Write(b)
-	for _, r := range spec.Resources {
-		writeString(h, r.Name)
-		writeString(h, string(r.Encoding))
-		writeString(h, r.Content)
-	}
-	return nil
-}
-
-// writeString writes s with its length, so that no two sequences of
-// strings hash alike.
-func writeString(h hash.Hash, s string) {
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
-	h.Write(n[:])
-	h.Write([]byte(s))
 }
 
 // RawManifests renders a Bundle's resources as they are: multi-document

@@ -52,40 +52,6 @@ func TestRenderRawManifests(t *testing.T) {
 	}
 }
 
-func TestRenderHashCoversEveryInput(t *testing.T) {
-	cm := Resource{Name: "a.yaml", Content: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}
-	hash := func(b *Bundle, c Cluster) string {
-		t.Helper()
-		r, err := Pipeline{}.Render(t.Context(), b, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Hash
-	}
-	base := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
-	same := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"region": "eu", "env": "dev"}})
-	if base != same {
-		t.Errorf("the same inputs hash to %s and %s", base, same)
-	}
-	changedLabel := hash(bundleOf(cm), Cluster{Name: "one", Labels: map[string]string{"env": "prod", "region": "eu"}})
-	changedName := hash(bundleOf(cm), Cluster{Name: "two", Labels: map[string]string{"env": "dev", "region": "eu"}})
-	other := cm
-	other.Content += "data: {k: v}\n"
-	changedContent := hash(bundleOf(other), Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
-	pruneOff := bundleOf(cm)
-	off := false
-	pruneOff.Spec.Prune = &off
-	changedSpec := hash(pruneOff, Cluster{Name: "one", Labels: map[string]string{"env": "dev", "region": "eu"}})
-	seen := map[string]string{base: "base"}
-	for name, h := range map[string]string{"a cluster label": changedLabel, "the cluster name": changedName,
-		"a file's content": changedContent, "spec.prune": changedSpec} {
-		if prev, dup := seen[h]; dup {
-			t.Errorf("changing %s leaves the hash of %s", name, prev)
-		}
-		seen[h] = name
-	}
-}
-
 func TestHelmCustomizationMergesValuesAndOverridesTheVersion(t *testing.T) {
 	spec := BundleSpec{Helm: &HelmSpec{Chart: "web", Repo: "https://charts.example", Version: "^1",
 		Values: map[string]any{"image": map[string]any{"repo": "web", "tag": "1"}, "replicas": 1}},

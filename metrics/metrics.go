@@ -145,22 +145,28 @@ type WatchedCount struct {
 // whose events arrived after it.
 type WatchedObjects struct {
 	desc  *prometheus.Desc
-	count atomic.Pointer[func() []WatchedCount]
+	count atomic.Pointer[WatchedCounter]
+}
+
+// WatchedCounter reports the objects in each informer's cache when the
+// gauge is scraped.
+type WatchedCounter interface {
+	WatchedCounts() []WatchedCount
 }
 
 // Source sets what the gauge reads.
-func (w *WatchedObjects) Source(count func() []WatchedCount) { w.count.Store(&count) }
+func (w *WatchedObjects) Source(c WatchedCounter) { w.count.Store(&c) }
 
 // Describe implements prometheus.Collector.
 func (w *WatchedObjects) Describe(ch chan<- *prometheus.Desc) { ch <- w.desc }
 
 // Collect implements prometheus.Collector.
 func (w *WatchedObjects) Collect(ch chan<- prometheus.Metric) {
-	f := w.count.Load()
-	if f == nil {
+	src := w.count.Load()
+	if src == nil {
 		return
 	}
-	for _, c := range (*f)() {
+	for _, c := range (*src).WatchedCounts() {
 		ch <- prometheus.MustNewConstMetric(w.desc, prometheus.GaugeValue, float64(c.Objects), c.Group, c.Version, c.Resource)
 	}
 }

@@ -102,18 +102,28 @@ type informer struct {
 	refused atomic.Pointer[error]
 }
 
-// New returns a Manager. Informers start on Ensure and stop with ctx or
-// Stop; Wait returns when all have stopped.
-func New(ctx context.Context, client metadata.Interface, dyn dynamic.Interface, handler Handler, opts Options) *Manager {
+// New returns a Manager, not started: Start hands it its context and its
+// handler; informers then start on Ensure and EnsurePods and stop with
+// that context, Stop, StopPods or Shutdown.
+func New(client metadata.Interface, dyn dynamic.Interface, opts Options) *Manager {
 	if opts.SyncTimeout == 0 {
 		opts.SyncTimeout = time.Minute
 	}
 	if opts.NeedsStatus == nil {
 		opts.NeedsStatus = func(schema.GroupVersionResource) bool { return false }
 	}
-	return &Manager{client: client, dynamic: dyn, handler: handler, opts: opts, ctx: ctx,
+	return &Manager{client: client, dynamic: dyn, opts: opts, ctx: context.Background(),
 		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{},
 		pods: map[string]*informer{}}
+}
+
+// Start makes ctx the context every informer runs under (the owner's Run)
+// and handler the receiver of their events. It is called once, before
+// the first Ensure.
+func (m *Manager) Start(ctx context.Context, handler Handler) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ctx, m.handler = ctx, handler
 }
 
 // Ensure starts the informer for gvr unless it runs, and waits for its
@@ -299,24 +309,6 @@ func (m *Manager) Get(gvr schema.GroupVersionResource, namespace, name string) (
 	return o, ok
 }
 
-// List returns every cached object of gvr.
-func (m *Manager) List(gvr schema.GroupVersionResource) []*Object {
-	m.mu.Lock()
-	inf, ok := m.informers[gvr]
-	m.mu.Unlock()
-	if !ok {
-		return nil
-	}
-	items := inf.inf.GetStore().List()
-	out := make([]*Object, 0, len(items))
-	for _, it := range items {
-		if o, ok := it.(*Object); ok {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
 // Count returns the number of cached objects of gvr.
 func (m *Manager) Count(gvr schema.GroupVersionResource) int {
 	m.mu.Lock()
@@ -328,8 +320,9 @@ func (m *Manager) Count(gvr schema.GroupVersionResource) int {
 	return len(inf.inf.GetStore().ListKeys())
 }
 
-// Wait stops every informer and waits until their goroutines have ended.
-func (m *Manager) Wait() {
+// Shutdown stops every informer and waits until their goroutines have
+// ended.
+func (m *Manager) Shutdown() {
 	m.mu.Lock()
 	for gvr, inf := range m.informers {
 		inf.cancel()

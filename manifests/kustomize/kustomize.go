@@ -132,34 +132,72 @@ func (a size) plus(b size) size { return size{a.objects + b.objects, a.bytes + b
 // check checks the kustomization in dir and, recursively, those it
 // refers to, and bounds what it renders (c.sizes[dir]).
 func (c *checker) check(dir string) error {
-	fs := c.fs
 	if c.seen[dir] {
 		return nil
 	}
 	c.seen[dir] = true
+	k, where, err := c.read(dir)
+	if err != nil {
+		return err
+	}
+	refs, patchFiles, err := c.references(dir, where, k)
+	if err != nil {
+		return err
+	}
+	sz := generatedSize(k)
+	rendered := map[string]bool{} // what krusty renders: resources, bases, components
+	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
+	for _, r := range slices.Concat(k.Resources, k.Bases, k.Components) {
+		rendered[r] = true
+	}
+	for _, ref := range refs {
+		n, err := c.follow(dir, where, ref, rendered[ref])
+		if err != nil {
+			return err
+		}
+		sz = sz.plus(n)
+	}
+	for _, p := range patchFiles {
+		c.notePatch(path.Join(dir, p))
+	}
+	c.sizes[dir] = sz
+	return nil
+}
+
+// read reads the kustomization of dir and refuses what the agent does not
+// run (helmCharts); where names its file in errors.
+func (c *checker) read(dir string) (*ktypes.Kustomization, string, error) {
 	var file string
 	for _, name := range kustomizationFiles {
-		if fs.Exists(path.Join(dir, name)) {
+		if c.fs.Exists(path.Join(dir, name)) {
 			file = path.Join(dir, name)
 			break
 		}
 	}
 	if file == "" {
-		return fmt.Errorf("%s has no kustomization.yaml", displayPath(dir))
+		return nil, "", fmt.Errorf("%s has no kustomization.yaml", displayPath(dir))
 	}
-	data, err := fs.ReadFile(file)
+	data, err := c.fs.ReadFile(file)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	var k ktypes.Kustomization
-	if err := yaml.Unmarshal(data, &k); err != nil {
-		return fmt.Errorf("%s: %w", strings.TrimPrefix(file, "/"), err)
-	}
 	where := strings.TrimPrefix(file, "/")
-	if len(k.HelmCharts) > 0 || k.HelmGlobals != nil || len(k.HelmChartInflationGenerator) > 0 {
-		return fmt.Errorf("%s: helmCharts are not inflated by kustomize here: give the chart as spec.helm", where)
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", where, err)
 	}
-	var refs []string
+	if len(k.HelmCharts) > 0 || k.HelmGlobals != nil || len(k.HelmChartInflationGenerator) > 0 {
+		return nil, "", fmt.Errorf("%s: helmCharts are not inflated by kustomize here: give the chart as spec.helm", where)
+	}
+	return &k, where, nil
+}
+
+// references lists every path a kustomization names — resources, bases,
+// components, CRDs, configurations, plugin configurations, the OpenAPI
+// schema, patches, replacements, generators' files — and, of them, the
+// patch files. A plugin configuration that names something remote is
+// refused.
+func (c *checker) references(dir, where string, k *ktypes.Kustomization) (refs, patchFiles []string, err error) {
 	refs = append(refs, k.Resources...)
 	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
 	refs = append(refs, k.Bases...)
@@ -169,26 +207,21 @@ func (c *checker) check(dir string) error {
 	// Plugin configurations, inline or in files: builtin ones name files
 	// too (a PatchTransformer's path), which kustomize would fetch if
 	// remote.
-	var plugins []string
-	plugins = append(plugins, k.Generators...)
-	plugins = append(plugins, k.Transformers...)
-	plugins = append(plugins, k.Validators...)
-	for _, p := range plugins {
+	for _, p := range slices.Concat(k.Generators, k.Transformers, k.Validators) {
 		config := []byte(p)
 		if !strings.Contains(p, "\n") {
 			refs = append(refs, p)
-			if config, err = fs.ReadFile(path.Join(dir, p)); err != nil {
-				continue // not a file: refused below
+			if config, err = c.fs.ReadFile(path.Join(dir, p)); err != nil {
+				continue // not a file: refused by follow
 			}
 		}
 		if ref := remoteIn(config); ref != "" {
-			return fmt.Errorf("%s: a generator or transformer configuration names %q, which is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
+			return nil, nil, fmt.Errorf("%s: a generator or transformer configuration names %q, which is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
 		}
 	}
 	if p := k.OpenAPI["path"]; p != "" {
 		refs = append(refs, p)
 	}
-	var patchFiles []string
 	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
 	for _, p := range append(k.Patches, k.PatchesJson6902...) {
 		if p.Path != "" {
@@ -213,6 +246,11 @@ func (c *checker) check(dir string) error {
 	for _, g := range k.SecretGenerator {
 		refs = append(refs, generatorFiles(g.KvPairSources)...)
 	}
+	return refs, patchFiles, nil
+}
+
+// generatedSize is what a kustomization's generators make, at least.
+func generatedSize(k *ktypes.Kustomization) size {
 	var sz size
 	for _, g := range k.ConfigMapGenerator {
 		sz = sz.plus(size{1, generatedBytes(g.KvPairSources)})
@@ -220,42 +258,38 @@ func (c *checker) check(dir string) error {
 	for _, g := range k.SecretGenerator {
 		sz = sz.plus(size{1, generatedBytes(g.KvPairSources)})
 	}
-	rendered := map[string]bool{} // what krusty renders: resources, bases, components
-	//lint:ignore SA1019 krusty still reads the deprecated fields: they are checked too
-	for _, r := range slices.Concat(k.Resources, k.Bases, k.Components) {
-		rendered[r] = true
+	return sz
+}
+
+// follow checks one path a kustomization in dir names: inside the tree, a
+// file or a directory (a kustomization, checked in turn). It returns what
+// it adds to the build when rendered says krusty renders it.
+func (c *checker) follow(dir, where, ref string, rendered bool) (size, error) {
+	if isRemote(ref) {
+		return size{}, fmt.Errorf("%s: %q is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
 	}
-	for _, ref := range refs {
-		if isRemote(ref) {
-			return fmt.Errorf("%s: %q is remote: the agent fetches nothing; put it in the bundle's resources", where, ref)
-		}
-		if path.IsAbs(ref) {
-			return fmt.Errorf("%s: %q is an absolute path: name a path inside the bundle's tree", where, ref)
-		}
-		target := path.Join(dir, ref) // rooted: ".." cannot leave the tree
-		switch {
-		case fs.IsDir(target):
-			if err := c.check(target); err != nil {
-				return err
-			}
-			if rendered[ref] {
-				sz = sz.plus(c.sizes[target])
-			}
-		case fs.Exists(target):
-			if rendered[ref] {
-				data, _ := fs.ReadFile(target) // it exists
-				body := strings.TrimPrefix(strings.TrimLeft(string(data), " \n"), "---")
-				sz = sz.plus(size{int64(strings.Count("\n"+body, "\n---")) + 1, int64(len(data))})
-			}
-		default:
-			return fmt.Errorf("%s: %q is not a file or directory of the bundle (resources %s*)", where, ref, displayPath(dir))
-		}
+	if path.IsAbs(ref) {
+		return size{}, fmt.Errorf("%s: %q is an absolute path: name a path inside the bundle's tree", where, ref)
 	}
-	for _, p := range patchFiles {
-		c.notePatch(path.Join(dir, p))
+	target := path.Join(dir, ref) // rooted: ".." cannot leave the tree
+	switch {
+	case c.fs.IsDir(target):
+		if err := c.check(target); err != nil {
+			return size{}, err
+		}
+		if rendered {
+			return c.sizes[target], nil
+		}
+	case c.fs.Exists(target):
+		if rendered {
+			data, _ := c.fs.ReadFile(target) // it exists
+			body := strings.TrimPrefix(strings.TrimLeft(string(data), " \n"), "---")
+			return size{int64(strings.Count("\n"+body, "\n---")) + 1, int64(len(data))}, nil
+		}
+	default:
+		return size{}, fmt.Errorf("%s: %q is not a file or directory of the bundle (resources %s*)", where, ref, displayPath(dir))
 	}
-	c.sizes[dir] = sz
-	return nil
+	return size{}, nil
 }
 
 // generatedBytes is what a generator's literals make, at least.

@@ -1,4 +1,4 @@
-package main
+package commands
 
 import (
 	"context"
@@ -49,6 +49,20 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "render:", err)
 		return 1
 	}
+	errs := printRendered(stdout, rendered)
+	for _, e := range errs {
+		fmt.Fprintln(stderr, "error:", e)
+	}
+	if len(errs) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// printRendered writes a render's objects as YAML documents, each headed
+// by its source and, where the agent would move it, its namespace; it
+// returns the render's errors and those of the printing.
+func printRendered(stdout io.Writer, rendered *manifests.Rendered) []error {
 	objs, errs := rendered.Take(), rendered.Errors
 	spec := rendered.Spec
 	if c := spec.Customized; c.Name != "" {
@@ -76,13 +90,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "---")
 		}
 	}
-	for _, e := range errs {
-		fmt.Fprintln(stderr, "error:", e)
-	}
-	if len(errs) > 0 {
-		return 1
-	}
-	return 0
+	return errs
 }
 
 func readBundle(path string) (*manifests.Bundle, error) {
@@ -119,7 +127,15 @@ func templatePipeline(target *clusters.Clients) (manifests.Pipeline, func(), err
 		cleanup()
 		return manifests.Pipeline{}, nil, err
 	}
-	return manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch}, cleanup, nil
+	return newPipeline(releases, manifests.Limits{}), cleanup, nil
+}
+
+// newPipeline is the one render pipeline of the agent, render and diff:
+// raw manifests, Kustomize and its overlays, Helm through releases (real
+// releases in the agent, templates offline), within limits (zero: the
+// defaults).
+func newPipeline(releases *helmrun.Releases, limits manifests.Limits) manifests.Pipeline {
+	return manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch, Limits: limits}
 }
 
 // withClusterConfigMap lays the labels of the cluster ConfigMap in the

@@ -1,4 +1,4 @@
-package drift
+package detect
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 
 // removePath deletes the field or list item at p from an unstructured
 // object and reports whether something was removed.
-func removePath(obj map[string]any, p fieldpath.Path) bool {
+func RemovePath(obj map[string]any, p fieldpath.Path) bool {
 	var cur any = obj
 	for i, pe := range p {
 		last := i == len(p)-1

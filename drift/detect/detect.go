@@ -1,4 +1,4 @@
-package drift
+package detect
 
 import (
 	"fmt"
@@ -64,8 +64,8 @@ func (f Finding) Culprits() []string {
 // ChangedBy joins the culprits for status and events.
 func (f Finding) ChangedBy() string { return strings.Join(f.Culprits(), ",") }
 
-// same reports whether two findings name the same fields and culprits.
-func (f Finding) same(g Finding) bool {
+// Same reports whether two findings name the same fields and culprits.
+func (f Finding) Same(g Finding) bool {
 	return f.Cause == g.Cause && slices.Equal(f.Fields, g.Fields) && slices.Equal(f.Managers, g.Managers)
 }
 
@@ -78,15 +78,50 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 	if applied == nil || applied.Empty() {
 		return Finding{}, nil
 	}
+	owned, others, err := byManager(now, manager)
+	if err != nil {
+		return Finding{}, err
+	}
+	lost := applied.Difference(owned)
+	if len(ignore) > 0 {
+		kept := &fieldpath.Set{}
+		lost.Iterate(func(p fieldpath.Path) {
+			if !Ignored(p.String(), ignore) {
+				kept.Insert(p)
+			}
+		})
+		lost = kept
+	}
+	if lost.Empty() {
+		return Finding{}, nil
+	}
+	f := Finding{Cause: CauseChanged, Fields: outermost(lost)}
+	for name, s := range others {
+		if !s.Intersection(lost).Empty() {
+			f.Managers = append(f.Managers, name)
+		}
+	}
+	sort.Strings(f.Managers)
+	if len(f.Managers) == 0 {
+		f.Cause = CauseRemoved
+	}
+	f.Foreign = foreignItems(lost, owned, others)
+	return f, nil
+}
+
+// byManager reads managedFields: the fields manager owns through apply
+// on the main resource, and every other manager's (named with
+// "/subresource" when not the main resource).
+func byManager(entries []metav1.ManagedFieldsEntry, manager string) (*fieldpath.Set, map[string]*fieldpath.Set, error) {
 	owned := &fieldpath.Set{}
 	others := map[string]*fieldpath.Set{}
-	for _, e := range now {
+	for _, e := range entries {
 		if e.FieldsV1 == nil {
 			continue
 		}
 		s := &fieldpath.Set{}
 		if err := s.FromJSON(e.FieldsV1.GetRawReader()); err != nil {
-			return Finding{}, fmt.Errorf("managedFields of %s: %w", e.Manager, err)
+			return nil, nil, fmt.Errorf("managedFields of %s: %w", e.Manager, err)
 		}
 		if e.Manager == manager && e.Operation == metav1.ManagedFieldsOperationApply && e.Subresource == "" {
 			owned = owned.Union(s)
@@ -101,24 +136,15 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 		}
 		others[name] = s
 	}
-	lost := applied.Difference(owned)
-	if len(ignore) > 0 {
-		kept := &fieldpath.Set{}
-		lost.Iterate(func(p fieldpath.Path) {
-			if !ignored(p.String(), ignore) {
-				kept.Insert(p)
-			}
-		})
-		lost = kept
-	}
-	if lost.Empty() {
-		return Finding{}, nil
-	}
-	f := Finding{Cause: CauseChanged}
+	return owned, others, nil
+}
+
+// outermost returns the outermost paths of lost, as strings, sorted: a
+// lost container item is one finding, not one per field inside it.
+func outermost(lost *fieldpath.Set) []string {
+	var out []string
 	seen := map[string]bool{}
 	lost.Iterate(func(p fieldpath.Path) {
-		// Report the outermost lost path: a lost container item is one
-		// finding, not one per field inside it.
 		for i := 1; i < len(p); i++ {
 			if lost.Has(p[:i]) {
 				return
@@ -126,21 +152,11 @@ func Detect(applied *fieldpath.Set, now []metav1.ManagedFieldsEntry, manager str
 		}
 		if s := p.String(); !seen[s] {
 			seen[s] = true
-			f.Fields = append(f.Fields, s)
+			out = append(out, s)
 		}
 	})
-	sort.Strings(f.Fields)
-	for name, s := range others {
-		if !s.Intersection(lost).Empty() {
-			f.Managers = append(f.Managers, name)
-		}
-	}
-	sort.Strings(f.Managers)
-	if len(f.Managers) == 0 {
-		f.Cause = CauseRemoved
-	}
-	f.Foreign = foreignItems(lost, owned, others)
-	return f, nil
+	sort.Strings(out)
+	return out
 }
 
 // foreignItems returns the items that other managers hold, and we do not,
@@ -186,7 +202,7 @@ func PodFailed() Finding {
 	return Finding{Cause: CausePodFailed, Fields: []string{".status.phase"}}
 }
 
-func ignored(path string, rules []string) bool {
+func Ignored(path string, rules []string) bool {
 	for _, r := range rules {
 		if path == r || strings.HasPrefix(path, r+".") || strings.HasPrefix(path, r+"[") {
 			return true

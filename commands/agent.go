@@ -1,4 +1,4 @@
-package main
+package commands
 
 import (
 	"context"
@@ -39,7 +39,6 @@ import (
 	"github.com/driftwatch/driftwatch/drift"
 	"github.com/driftwatch/driftwatch/helmrun"
 	"github.com/driftwatch/driftwatch/manifests"
-	"github.com/driftwatch/driftwatch/manifests/kustomize"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/tenancy"
@@ -320,11 +319,9 @@ func newController(ctx context.Context, f agentFlags, provider *clusters.Provide
 	if err != nil {
 		return nil, err
 	}
-	opts.Pipeline = manifests.Pipeline{Helm: releases, Kustomize: kustomize.Renderer{}, Overlays: kustomize.Patch,
-		Limits: manifests.Limits{Bytes: f.maxBundleBytes, Objects: f.maxBundleObjects}}
-	return drift.New(provider, applier, func(h watch.Handler) *watch.Manager {
-		return watch.New(ctx, target.Metadata, target.Dynamic, h, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
-	}, m, opts), nil
+	opts.Pipeline = newPipeline(releases, manifests.Limits{Bytes: f.maxBundleBytes, Objects: f.maxBundleObjects})
+	watches := watch.New(target.Metadata, target.Dynamic, watch.Options{LabelSelector: ownership.BundleLabel, NeedsStatus: watch.NeedsStatus})
+	return drift.New(provider, applier, watches, m, opts), nil
 }
 
 // serve starts the HTTP servers; the channel gets the first that fails.

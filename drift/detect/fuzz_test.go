@@ -1,4 +1,4 @@
-package drift
+package detect
 
 import (
 	"fmt"
@@ -149,7 +149,7 @@ func checkFinding(t *testing.T, got Finding, last, owned, held *fieldpath.Set, i
 			return
 		}
 		lost[p.String()] = true
-		if !ignored(p.String(), ignore) {
+		if !Ignored(p.String(), ignore) {
 			kept = append(kept, p.Copy())
 		}
 	})
@@ -160,7 +160,7 @@ func checkFinding(t *testing.T, got Finding, last, owned, held *fieldpath.Set, i
 		if !lost[field] {
 			t.Errorf("%s is reported, but it is no field we applied and lost", field)
 		}
-		if ignored(field, ignore) {
+		if Ignored(field, ignore) {
 			t.Errorf("%s is reported although the rules %q ignore it", field, ignore)
 		}
 	}
@@ -230,12 +230,12 @@ func FuzzRemovePath(f *testing.F) {
 			}
 			before := runtime.DeepCopyJSON(obj)
 			work := runtime.DeepCopyJSON(obj)
-			removed := removePath(work, p)
+			removed := RemovePath(work, p)
 			if changed := !reflect.DeepEqual(work, before); changed != removed {
-				t.Errorf("removePath(%s) = %v, but the object changed: %v\nbefore: %v\nafter:  %v", p, removed, changed, before, work)
+				t.Errorf("RemovePath(%s) = %v, but the object changed: %v\nbefore: %v\nafter:  %v", p, removed, changed, before, work)
 			}
-			if removePath(work, p) {
-				t.Errorf("removePath(%s) removed something a second time", p)
+			if RemovePath(work, p) {
+				t.Errorf("RemovePath(%s) removed something a second time", p)
 			}
 		})
 	})
@@ -267,7 +267,7 @@ func FuzzIgnoreSuggestion(f *testing.F) {
 			len(validation.IsDNS1123Subdomain(name)) > 0 || !utf8.ValidString(field) {
 			return
 		}
-		s := ignoreSuggestion(manifests.ObjectRef{Group: group, Kind: kind, Namespace: "ns", Name: name}, field)
+		s := IgnoreSuggestion(manifests.ObjectRef{Group: group, Kind: kind, Namespace: "ns", Name: name}, field)
 		var rule manifests.IgnoreRule
 		if err := yaml.Unmarshal([]byte(s), &rule); err != nil {
 			t.Fatalf("the suggestion %s is not YAML: %v", s, err)

@@ -1,4 +1,4 @@
-package drift
+package events
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/driftwatch/driftwatch/manifests"
 )
 
-// What objectEvents keeps and writes.
+// What a Recorder keeps and writes.
 const (
 	// seriesWindow: an event equal to one written less than this ago
 	// (same object, reason and note) only counts into that event's
@@ -33,7 +33,7 @@ const (
 	maxNote = 1024
 )
 
-// objectEvents writes events/v1 Events about the objects a Bundle owns, in
+// Recorder writes events/v1 Events about the objects a Bundle owns, in
 // the target cluster where they live: regarding the object, related to
 // the Bundle. Every object has its own, so that one busy object or Bundle
 // does not silence the others (client-go's core/v1 recorder allows ~25
@@ -42,7 +42,7 @@ const (
 // become one event with a series count, written every seriesFlush: a
 // fight storm costs one write per object and note per flush, not one per
 // edit. Writes are asynchronous and bounded; none is made under a lock.
-type objectEvents struct {
+type Recorder struct {
 	client     eventsclient.EventsV1Interface
 	controller string
 	instance   string
@@ -63,7 +63,7 @@ type eventKey struct {
 }
 
 // eventEntry is one event written or to be written; its fields are
-// guarded by objectEvents.mu.
+// guarded by Recorder.mu.
 type eventEntry struct {
 	event *eventsv1.Event // as created; name set once written
 	count int32           // occurrences; > 1 makes a series
@@ -73,14 +73,17 @@ type eventEntry struct {
 	queued  bool
 }
 
-func newObjectEvents(client eventsclient.EventsV1Interface, controller string, logger klog.Logger) *objectEvents {
+// New returns a Recorder writing through client as controller (the
+// agent's field manager); Run writes what it records.
+func New(client eventsclient.EventsV1Interface, controller string) *Recorder {
 	host, _ := os.Hostname()
-	return &objectEvents{client: client, controller: "driftwatch.io/" + controller, instance: controller + "-" + host,
-		logger: logger, queue: make(chan *eventEntry, eventQueue), recent: map[eventKey]*eventEntry{}}
+	return &Recorder{client: client, controller: "driftwatch.io/" + controller, instance: controller + "-" + host,
+		logger: klog.Background(), queue: make(chan *eventEntry, eventQueue), recent: map[eventKey]*eventEntry{}}
 }
 
-// emit records an event regarding an object, related to its Bundle.
-func (e *objectEvents) emit(regarding, related corev1.ObjectReference, eventType, reason, action, note string) {
+// Emit records an event regarding an object, related to its Bundle; it
+// makes no API call.
+func (e *Recorder) Emit(regarding, related corev1.ObjectReference, eventType, reason, action, note string) {
 	if len(note) > maxNote {
 		note = note[:maxNote-3] + "..."
 	}
@@ -110,7 +113,7 @@ func (e *objectEvents) emit(regarding, related corev1.ObjectReference, eventType
 }
 
 // enqueue queues a write of en. The caller holds e.mu.
-func (e *objectEvents) enqueue(en *eventEntry) {
+func (e *Recorder) enqueue(en *eventEntry) {
 	if en.queued {
 		return
 	}
@@ -122,9 +125,11 @@ func (e *objectEvents) enqueue(en *eventEntry) {
 	}
 }
 
-// run writes queued events and flushes series until ctx ends.
-func (e *objectEvents) run(ctx context.Context) {
+// Run writes queued events and flushes series until ctx ends, logging
+// through ctx's logger.
+func (e *Recorder) Run(ctx context.Context) {
 	defer utilruntime.HandleCrashWithContext(ctx)
+	e.logger = klog.FromContext(ctx)
 	t := time.NewTicker(seriesFlush)
 	defer t.Stop()
 	for {
@@ -141,7 +146,7 @@ func (e *objectEvents) run(ctx context.Context) {
 
 // flush queues the series whose counts grew and forgets the events whose
 // window passed.
-func (e *objectEvents) flush(now time.Time) {
+func (e *Recorder) flush(now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for key, en := range e.recent {
@@ -159,7 +164,7 @@ func (e *objectEvents) flush(now time.Time) {
 }
 
 // write creates the event, or updates its series.
-func (e *objectEvents) write(ctx context.Context, en *eventEntry) {
+func (e *Recorder) write(ctx context.Context, en *eventEntry) {
 	e.mu.Lock()
 	en.queued = false
 	ev := en.event.DeepCopy()
@@ -186,26 +191,8 @@ func (e *objectEvents) write(ctx context.Context, en *eventEntry) {
 	e.mu.Unlock()
 }
 
-// bundleRef is the reference of a Bundle, as an event's related object.
-func bundleRef(key types.NamespacedName, uid types.UID) corev1.ObjectReference {
+// BundleRef is the reference of a Bundle, as an event's related object.
+func BundleRef(key types.NamespacedName, uid types.UID) corev1.ObjectReference {
 	return corev1.ObjectReference{APIVersion: manifests.Group + "/" + manifests.Version, Kind: manifests.Kind,
 		Namespace: key.Namespace, Name: key.Name, UID: uid}
-}
-
-// objectEvent records an event about one owned object: regarding the
-// object, related to the Bundle, in the target cluster. Without a target
-// event writer (tests), or for a document without a name, it is recorded
-// on the Bundle. It makes no API call
-// and takes no lock of the controller: callers may hold c.mu.
-func (c *Controller) objectEvent(bundle types.NamespacedName, apiVersion string, ref manifests.ObjectRef, eventType, reason, action, format string, args ...any) {
-	if c.objEvents == nil || ref.Name == "" {
-		c.event(bundle, eventType, reason, format, args...)
-		return
-	}
-	var uid types.UID
-	if u := c.cachedBundle(bundle); u != nil {
-		uid = u.GetUID()
-	}
-	regarding := corev1.ObjectReference{APIVersion: apiVersion, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name}
-	c.objEvents.emit(regarding, bundleRef(bundle, uid), eventType, reason, action, fmt.Sprintf(format, args...))
 }

@@ -1,4 +1,4 @@
-package drift
+package status
 
 import (
 	"testing"
@@ -31,7 +31,7 @@ func TestPodCrash(t *testing.T) {
 		{"failed", &watch.PodState{Phase: corev1.PodFailed}, true, "Failed", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, ok := podCrash(tc.pod)
+			c, ok := CrashOf(tc.pod)
 			if ok != tc.crash || c.Reason != tc.reason || c.ExitCode != tc.code {
 				t.Errorf("podCrash = %+v, %v; want crash %v reason %q exit %d", c, ok, tc.crash, tc.reason, tc.code)
 			}
@@ -40,10 +40,10 @@ func TestPodCrash(t *testing.T) {
 	// One failed run is one crash, however many events show it; the next
 	// run is another.
 	p := &watch.PodState{Containers: []watch.ContainerState{{Name: "a", RestartCount: 3, Terminated: term(1, "Error")}}}
-	a, _ := podCrash(p)
-	b, _ := podCrash(p)
+	a, _ := CrashOf(p)
+	b, _ := CrashOf(p)
 	p.Containers[0].RestartCount = 4
-	c, _ := podCrash(p)
+	c, _ := CrashOf(p)
 	if a.Run != b.Run || a.Run == c.Run {
 		t.Errorf("runs %q %q %q: the same run must keep its name, the next must differ", a.Run, b.Run, c.Run)
 	}

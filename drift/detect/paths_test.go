@@ -1,4 +1,4 @@
-package drift
+package detect
 
 import (
 	"reflect"
@@ -30,7 +30,7 @@ func TestRemovePath(t *testing.T) {
 	}
 	for _, tt := range tests {
 		o := obj()
-		if got := removePath(o, tt.path); got != tt.ok {
+		if got := RemovePath(o, tt.path); got != tt.ok {
 			t.Errorf("%s: removed = %v, want %v", tt.path, got, tt.ok)
 		}
 		if tt.want != nil {
@@ -41,7 +41,7 @@ func TestRemovePath(t *testing.T) {
 		}
 	}
 	o := obj()
-	if !removePath(o, fieldpath.MakePathOrDie("spec", "replicas")) || o["spec"].(map[string]any)["replicas"] != nil {
+	if !RemovePath(o, fieldpath.MakePathOrDie("spec", "replicas")) || o["spec"].(map[string]any)["replicas"] != nil {
 		t.Errorf(".spec.replicas not removed: %v", o)
 	}
 }

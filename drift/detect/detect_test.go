@@ -1,4 +1,4 @@
-package drift
+package detect
 
 import (
 	"reflect"
@@ -118,8 +118,8 @@ func TestNewer(t *testing.T) {
 	}{
 		{"10", "9", true}, {"9", "10", false}, {"10", "10", false}, {"x", "y", true}, {"x", "x", false},
 	} {
-		if got := newer(tt.a, tt.b); got != tt.want {
-			t.Errorf("newer(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		if got := Newer(tt.a, tt.b); got != tt.want {
+			t.Errorf("Newer(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
 		}
 	}
 }

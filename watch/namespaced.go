@@ -1,4 +1,4 @@
-package drift
+package watch
 
 import (
 	"context"
@@ -13,16 +13,18 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// informerSet is one resource's informers over the namespaces the agent
-// watches: one per namespace, or a single one for all of them
+// Namespaced is one resource's full-object informers over the namespaces
+// the agent watches (its Bundles and BundleRestrictions in the source
+// cluster): one per namespace, or a single one for all of them
 // (metav1.NamespaceAll), so that the agent needs no cluster-wide rights
 // unless it is told to watch every namespace.
-type informerSet struct {
+type Namespaced struct {
 	byNamespace map[string]cache.SharedIndexInformer
 }
 
-func newInformerSet(client dynamic.Interface, gvr schema.GroupVersionResource, namespaces []string) *informerSet {
-	s := &informerSet{byNamespace: map[string]cache.SharedIndexInformer{}}
+// NewNamespaced returns the informers of gvr over namespaces, not started.
+func NewNamespaced(client dynamic.Interface, gvr schema.GroupVersionResource, namespaces []string) *Namespaced {
+	s := &Namespaced{byNamespace: map[string]cache.SharedIndexInformer{}}
 	for _, ns := range namespaces {
 		s.byNamespace[ns] = dynamicinformer.NewFilteredDynamicInformer(client, gvr, ns, 0,
 			cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}, nil).Informer()
@@ -30,23 +32,26 @@ func newInformerSet(client dynamic.Interface, gvr schema.GroupVersionResource, n
 	return s
 }
 
-// each calls f with every informer.
-func (s *informerSet) each(f func(cache.SharedIndexInformer)) {
+// Informers returns every informer of the set, to add handlers to before
+// Run.
+func (s *Namespaced) Informers() []cache.SharedIndexInformer {
+	out := make([]cache.SharedIndexInformer, 0, len(s.byNamespace))
 	for _, inf := range s.byNamespace {
-		f(inf)
+		out = append(out, inf)
 	}
+	return out
 }
 
 // forNamespace is the informer that holds namespace ns, nil if none does.
-func (s *informerSet) forNamespace(ns string) cache.SharedIndexInformer {
+func (s *Namespaced) forNamespace(ns string) cache.SharedIndexInformer {
 	if inf, ok := s.byNamespace[ns]; ok {
 		return inf
 	}
 	return s.byNamespace[metav1.NamespaceAll]
 }
 
-// get returns the cached object key, nil if none.
-func (s *informerSet) get(key types.NamespacedName) any {
+// Get returns the cached object key, nil if none.
+func (s *Namespaced) Get(key types.NamespacedName) any {
 	inf := s.forNamespace(key.Namespace)
 	if inf == nil {
 		return nil
@@ -58,15 +63,17 @@ func (s *informerSet) get(key types.NamespacedName) any {
 	return obj
 }
 
-// list returns every cached object.
-func (s *informerSet) list() []any {
+// List returns every cached object.
+func (s *Namespaced) List() []any {
 	var out []any
-	s.each(func(inf cache.SharedIndexInformer) { out = append(out, inf.GetStore().List()...) })
+	for _, inf := range s.byNamespace {
+		out = append(out, inf.GetStore().List()...)
+	}
 	return out
 }
 
-// inNamespace returns the cached objects of namespace ns.
-func (s *informerSet) inNamespace(ns string) []any {
+// InNamespace returns the cached objects of namespace ns.
+func (s *Namespaced) InNamespace(ns string) []any {
 	inf := s.forNamespace(ns)
 	if inf == nil {
 		return nil
@@ -78,8 +85,8 @@ func (s *informerSet) inNamespace(ns string) []any {
 	return objs
 }
 
-// hasSynced reports whether every informer has synced.
-func (s *informerSet) hasSynced() bool {
+// HasSynced reports whether every informer has synced.
+func (s *Namespaced) HasSynced() bool {
 	for _, inf := range s.byNamespace {
 		if !inf.HasSynced() {
 			return false
@@ -88,14 +95,14 @@ func (s *informerSet) hasSynced() bool {
 	return true
 }
 
-// run runs every informer until ctx ends, and returns when they stopped.
-func (s *informerSet) run(ctx context.Context) {
+// Run runs every informer until ctx ends, and returns when they stopped.
+func (s *Namespaced) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	s.each(func(inf cache.SharedIndexInformer) {
+	for _, inf := range s.byNamespace {
 		wg.Go(func() {
 			defer utilruntime.HandleCrashWithContext(ctx)
 			inf.RunWithContext(ctx)
 		})
-	})
+	}
 	wg.Wait()
 }

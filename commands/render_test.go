@@ -1,4 +1,4 @@
-package main
+package commands
 
 import (
 	"bytes"
@@ -20,22 +20,25 @@ func TestRenderGolden(t *testing.T) {
 		name, file string
 		flags      []string
 	}{
+		// Run from the repository's root, as a user would: the paths in
+		// the output are those a user types.
 		{"web", "examples/web.yaml", nil},
 		{"audit", "examples/audit.yaml", nil},
 		{"helm-chart", "examples/helm-chart.yaml", nil},
 		{"kustomize-dev", "examples/kustomize.yaml", nil},
 		{"kustomize-prod", "examples/kustomize.yaml", []string{"--cluster-label", "env=prod"}},
 		{"kustomize-lab", "examples/kustomize.yaml", []string{"--cluster-label", "env=lab"}},
-		{"broken", "testdata/broken-bundle.yaml", nil},
+		{"broken", "commands/testdata/broken-bundle.yaml", nil},
 		// targetNamespace wins over the objects' own, as in the agent.
-		{"target-namespace", "testdata/target-namespace-bundle.yaml", nil},
+		{"target-namespace", "commands/testdata/target-namespace-bundle.yaml", nil},
 	}
+	t.Chdir("..")
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			code := run(append([]string{"render", "-f", tt.file}, tt.flags...), &stdout, &stderr)
 			got := fmt.Sprintf("# exit code %d\n# stderr:\n%s# stdout:\n%s", code, stderr.String(), stdout.String())
-			golden := filepath.Join("testdata", "render-"+tt.name+".golden")
+			golden := filepath.Join("commands", "testdata", "render-"+tt.name+".golden")
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)

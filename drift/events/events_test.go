@@ -1,4 +1,4 @@
-package drift
+package events
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
-	"k8s.io/klog/v2"
 )
 
 // TestObjectEventsAggregateRepeats: equal events within the series window
@@ -19,10 +18,10 @@ import (
 // series is checked by the e2e and fault tests.)
 func TestObjectEventsAggregateRepeats(t *testing.T) {
 	client := fake.NewClientset()
-	e := newObjectEvents(client.EventsV1(), "driftwatch", klog.Background())
+	e := New(client.EventsV1(), "driftwatch")
 	ctx := context.Background()
 	cm := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: "web", Name: "settings"}
-	bundle := bundleRef(typesName("web", "app"), "")
+	bundle := BundleRef(typesName("web", "app"), "")
 	drain := func() {
 		for {
 			select {
@@ -34,9 +33,9 @@ func TestObjectEventsAggregateRepeats(t *testing.T) {
 		}
 	}
 	for range 50 {
-		e.emit(cm, bundle, corev1.EventTypeWarning, "DriftDetected", "Detect", "ConfigMap/web/settings: .data.k changed by intruder")
+		e.Emit(cm, bundle, corev1.EventTypeWarning, "DriftDetected", "Detect", "ConfigMap/web/settings: .data.k changed by intruder")
 	}
-	e.emit(cm, bundle, corev1.EventTypeWarning, "DriftDetected", "Detect", "ConfigMap/web/settings: .data.other changed by intruder")
+	e.Emit(cm, bundle, corev1.EventTypeWarning, "DriftDetected", "Detect", "ConfigMap/web/settings: .data.other changed by intruder")
 	drain()
 	list, err := client.EventsV1().Events("web").List(ctx, metav1.ListOptions{})
 	if err != nil {

@@ -1,4 +1,4 @@
-package drift
+package status
 
 import (
 	"strings"
@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/driftwatch/driftwatch/drift/detect"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/watch"
 )
@@ -21,9 +22,9 @@ var (
 	extra     = manifests.ObjectRef{Kind: "ConfigMap", Namespace: "ns", Name: "extra"}
 )
 
-func inputOf(objs ...objectStatus) statusInput {
-	return statusInput{generation: 2, declared: len(objs), anyApplied: true,
-		problems: map[manifests.ObjectRef]problem{}, drifted: map[manifests.ObjectRef]Finding{}, objects: objs}
+func inputOf(objs ...Object) Input {
+	return Input{Generation: 2, Declared: len(objs), AnyApplied: true,
+		Problems: map[manifests.ObjectRef]Problem{}, Drifted: map[manifests.ObjectRef]detect.Finding{}, Objects: objs}
 }
 
 func condition(t *testing.T, st manifests.BundleStatus, typ string) metav1.Condition {
@@ -37,21 +38,21 @@ func condition(t *testing.T, st manifests.BundleStatus, typ string) metav1.Condi
 
 func TestComputeStatus(t *testing.T) {
 	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
-	ready := objectStatus{ref: web, apiVersion: "apps/v1", gvr: deployGVR, applied: true}
-	cm := objectStatus{ref: settings, apiVersion: "v1", gvr: cmGVR, applied: true}
+	ready := Object{Ref: web, APIVersion: "apps/v1", GVR: deployGVR, Applied: true}
+	cm := Object{Ref: settings, APIVersion: "v1", GVR: cmGVR, Applied: true}
 	tests := []struct {
 		name   string
-		in     func() statusInput
+		in     func() Input
 		want   manifests.Summary
 		ready  bool
 		synced string // the Synced condition's reason
 		check  func(t *testing.T, st manifests.BundleStatus)
 	}{
-		{name: "all applied and ready", in: func() statusInput { return inputOf(ready, cm) },
+		{name: "all applied and ready", in: func() Input { return inputOf(ready, cm) },
 			want: manifests.Summary{Desired: 2, Ready: 2}, ready: true, synced: "Applied"},
-		{name: "a rollout in progress", in: func() statusInput {
+		{name: "a rollout in progress", in: func() Input {
 			r := ready
-			r.readiness = &watch.Readiness{Status: "InProgress", Message: "Replicas: 0/2"}
+			r.Readiness = &watch.Readiness{Status: "InProgress", Message: "Replicas: 0/2"}
 			return inputOf(r, cm)
 		}, want: manifests.Summary{Desired: 2, Ready: 1, NotReady: 1}, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -59,12 +60,12 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("Ready message %q does not say why", msg)
 				}
 			}},
-		{name: "drifted, deleted and in a fight", in: func() statusInput {
-			in := inputOf(ready, cm, objectStatus{ref: extra, gvr: cmGVR, applied: true})
-			in.drifted[web] = Finding{Cause: CauseChanged, Fields: []string{".spec.replicas"}, Managers: []string{"kubectl/scale"}}
-			in.drifted[settings] = Deleted()
-			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "kubectl/scale"},
-				fight: fight{backoff: 5 * time.Second, until: now.Add(time.Second), last: now.Add(-4 * time.Second)}}}
+		{name: "drifted, deleted and in a fight", in: func() Input {
+			in := inputOf(ready, cm, Object{Ref: extra, GVR: cmGVR, Applied: true})
+			in.Drifted[web] = detect.Finding{Cause: detect.CauseChanged, Fields: []string{".spec.replicas"}, Managers: []string{"kubectl/scale"}}
+			in.Drifted[settings] = detect.Deleted()
+			in.Fights = []Fight{{FightKey: FightKey{Ref: web, Field: ".spec.replicas", Manager: "kubectl/scale"},
+				Backoff: Backoff{Pause: 5 * time.Second, Until: now.Add(time.Second), Last: now.Add(-4 * time.Second)}}}
 			return in
 		}, want: manifests.Summary{Desired: 3, Ready: 1, Drifted: 1, Missing: 1}, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -79,10 +80,10 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("resources: %s", got)
 				}
 			}},
-		{name: "a fight corrected, the other manager taking the field again during the back-off, still stalls", in: func() statusInput {
+		{name: "a fight corrected, the other manager taking the field again during the back-off, still stalls", in: func() Input {
 			in := inputOf(ready)
-			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
-				fight: fight{backoff: 10 * time.Second, until: now.Add(-time.Second), last: now.Add(-9 * time.Second)}}}
+			in.Fights = []Fight{{FightKey: FightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
+				Backoff: Backoff{Pause: 10 * time.Second, Until: now.Add(-time.Second), Last: now.Add(-9 * time.Second)}}}
 			return in
 		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -90,10 +91,10 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("Stalled = %+v, want True naming the field and the manager", c)
 				}
 			}},
-		{name: "a fight quiet for its back-off does not stall", in: func() statusInput {
+		{name: "a fight quiet for its back-off does not stall", in: func() Input {
 			in := inputOf(ready)
-			in.fights = []fightStatus{{key: fightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
-				fight: fight{backoff: 10 * time.Second, until: now.Add(-time.Second), last: now.Add(-11 * time.Second)}}}
+			in.Fights = []Fight{{FightKey: FightKey{Ref: web, Field: ".spec.replicas", Manager: "hpa"},
+				Backoff: Backoff{Pause: 10 * time.Second, Until: now.Add(-time.Second), Last: now.Add(-11 * time.Second)}}}
 			return in
 		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -101,16 +102,16 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("Stalled = %+v", c)
 				}
 			}},
-		{name: "only conflicts", in: func() statusInput {
+		{name: "only conflicts", in: func() Input {
 			in := inputOf(ready, cm)
-			in.problems[settings] = problem{state: manifests.StateConflict, manager: "other-tool", message: "conflict"}
+			in.Problems[settings] = Problem{State: manifests.StateConflict, Manager: "other-tool", Message: "conflict"}
 			return in
 		}, want: manifests.Summary{Desired: 2, Ready: 1, Conflicts: 1}, synced: "Conflict"},
-		{name: "a failed document and a failed apply", in: func() statusInput {
+		{name: "a failed document and a failed apply", in: func() Input {
 			in := inputOf(ready, cm)
-			in.declared, in.renderFailures = 3, 1
-			in.bundleErrors = []string{"bad.yaml#1: invalid YAML"}
-			in.problems[settings] = problem{state: manifests.StateFailed, message: "forbidden"}
+			in.Declared, in.RenderFailures = 3, 1
+			in.BundleErrors = []string{"bad.yaml#1: invalid YAML"}
+			in.Problems[settings] = Problem{State: manifests.StateFailed, Message: "forbidden"}
 			return in
 		}, want: manifests.Summary{Desired: 3, Ready: 1, Failed: 2}, synced: "ApplyFailed",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -118,14 +119,14 @@ func TestComputeStatus(t *testing.T) {
 					t.Errorf("Synced message %q", msg)
 				}
 			}},
-		{name: "paused with what it applied ready", in: func() statusInput {
+		{name: "paused with what it applied ready", in: func() Input {
 			in := inputOf(ready)
-			in.paused = true
+			in.Paused = true
 			return in
 		}, want: manifests.Summary{Desired: 1, Ready: 1}, ready: true, synced: "Paused"},
-		{name: "a crashing pod", in: func() statusInput {
+		{name: "a crashing pod", in: func() Input {
 			in := inputOf(ready)
-			in.crashes = []podCrashState{{owner: web, pod: "web-1", crash: Crash{Container: "app", Reason: "OOMKilled", ExitCode: 137}}}
+			in.Crashes = []PodCrash{{Owner: web, Pod: "web-1", Crash: Crash{Container: "app", Reason: "OOMKilled", ExitCode: 137}}}
 			return in
 		}, want: manifests.Summary{Desired: 1, NotReady: 1}, synced: "Applied",
 			check: func(t *testing.T, st manifests.BundleStatus) {
@@ -136,7 +137,7 @@ func TestComputeStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := computeStatus(tt.in(), manifests.BundleStatus{}, now)
+			st := Compute(tt.in(), manifests.BundleStatus{}, now)
 			if st.Summary != tt.want {
 				t.Errorf("summary %+v, want %+v", st.Summary, tt.want)
 			}
@@ -153,7 +154,7 @@ func TestComputeStatus(t *testing.T) {
 				tt.check(t, st)
 			}
 			// The same state later gives the same status: nothing to write.
-			if again := computeStatus(tt.in(), st, now.Add(500*time.Millisecond)); !equalJSON(again, st) {
+			if again := Compute(tt.in(), st, now.Add(500*time.Millisecond)); !Equal(again, st) {
 				t.Errorf("an unchanged state changed the status:\n%+v\n%+v", st, again)
 			}
 		})

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package main
+package commands
 
 // releaseBinaryPages does nothing outside Linux.
 func releaseBinaryPages() int64 { return 0 }
