@@ -16,11 +16,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Apply server-side applies one object. With force, fields that another
-// manager holds are taken back; without, such a field is a conflict error.
-func (a *Applier) Apply(ctx context.Context, d Desired, force bool) Result {
+// Apply server-side applies one object as opts say.
+func (a *Applier) Apply(ctx context.Context, d Desired, opts ApplyOptions) Result {
 	start := time.Now()
-	obj, err := a.patch(ctx, d, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force})
+	obj, err := a.patch(ctx, d, metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &opts.Force})
 	r := Result{Desired: d, Duration: time.Since(start)}
 	if err != nil {
 		if apierrors.IsNotFound(err) {
@@ -253,7 +252,7 @@ func (a *Applier) ApplyAll(ctx context.Context, objs []Desired, opts ApplyOption
 		wg.Add(1)
 		go func() {
 			defer func() { <-a.slots; wg.Done() }()
-			results[i] = a.Apply(ctx, d, opts.Force)
+			results[i] = a.Apply(ctx, d, opts)
 		}()
 	}
 	wg.Wait()

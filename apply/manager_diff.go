@@ -11,9 +11,9 @@ import (
 
 // DryRun server-side applies without persisting and returns what the
 // server would store.
-func (a *Applier) DryRun(ctx context.Context, d Desired, force bool) (*unstructured.Unstructured, error) {
+func (a *Applier) DryRun(ctx context.Context, d Desired, opts ApplyOptions) (*unstructured.Unstructured, error) {
 	obj, err := a.client.Resource(d.GVR).Namespace(d.Ref.Namespace).Patch(ctx, d.Ref.Name, types.ApplyPatchType, d.JSON,
-		metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &force, DryRun: []string{metav1.DryRunAll}})
+		metav1.PatchOptions{FieldManager: a.opts.FieldManager, Force: &opts.Force, DryRun: []string{metav1.DryRunAll}})
 	if err != nil {
 		return nil, fmt.Errorf("%s dry-run failed: %w", d.Ref, err)
 	}

@@ -123,7 +123,7 @@ func diffOne(ctx context.Context, applier *apply.Applier, d apply.Desired, force
 	if err != nil {
 		return "", err
 	}
-	merged, err := applier.DryRun(ctx, d, force)
+	merged, err := applier.DryRun(ctx, d, apply.ApplyOptions{Force: force})
 	if err != nil {
 		return "", err
 	}

@@ -81,7 +81,7 @@ func (c *Controller) correct(ctx context.Context, key fixKey) error {
 				return err
 			}
 		}
-		res = w.act.Apply(ctx, c.withoutLostIgnored(d, w.ignore), w.force)
+		res = w.act.Apply(ctx, c.withoutLostIgnored(d, w.ignore), apply.ApplyOptions{Force: w.force})
 		c.observeApply(res)
 		c.recordCorrection(w, key, res)
 		return res.Err

@@ -1,6 +1,10 @@
-// Package drift is driftwatch's control loop and drift engine: it compares
-// the field set driftwatch last applied with the one the server says it owns
-// now (managedFields), names the fields and the manager that took them
-// without an API call, corrects or reports the drift, detects fights with
-// other controllers and re-syncs Bundles whose pods crash.
+// Package drift is driftwatch's controller: the Bundle queue and one
+// Bundle's sync (render, admit, own and apply stage by stage, record,
+// prune), the correction of drift as soon as an informer event shows it,
+// fights with other controllers, the re-sync of Bundles whose Pods crash,
+// and the status written back to the source cluster. What it decides from
+// lives in packages of its own below it: drift/detect finds drift from
+// managedFields, drift/status computes a Bundle's status, drift/events
+// writes events on the owned objects, drift/depends resolves dependsOn.
+// docs/architecture.md says which goroutine may write what.
 package drift

@@ -94,7 +94,7 @@ func (c *Controller) writeInventory(ctx context.Context, s *bundleState, inv own
 	if err != nil {
 		return fmt.Errorf("ApplySet parent: %w", err)
 	}
-	if r := c.applier.Apply(ctx, d, true); r.Err != nil {
+	if r := c.applier.Apply(ctx, d, apply.ApplyOptions{Force: true}); r.Err != nil {
 		return fmt.Errorf("ApplySet parent: %w", r.Err)
 	}
 	s.mu.Lock()
