@@ -239,10 +239,6 @@ func (s *bundleState) actor(own *apply.Applier) *apply.Applier {
 	return own
 }
 
-func keyOf(d apply.Desired) objKey {
-	return objKey{GVR: d.GVR, Namespace: d.Ref.Namespace, Name: d.Ref.Name}
-}
-
 // state returns the state of a Bundle; nil before its first sync.
 func (c *Controller) state(key types.NamespacedName) *bundleState {
 	c.mu.Lock()
