@@ -33,16 +33,20 @@ var layers = map[string][]string{
 	"apply":   {"ownership", "manifests"},
 	"watch":   {"ownership", "manifests"},
 	"helmrun": {"ownership", "manifests", "clusters"},
+	// guard generates the admission policies of Prevent and Warn mode:
+	// pure, below drift.
+	"guard": {"ownership", "manifests"},
 	// drift's stages of their own: pure, or (events) a writer with no
 	// state of drift's.
 	"drift/detect":  {"manifests"},
 	"drift/status":  {"drift/detect", "watch", "ownership", "manifests"},
 	"drift/events":  {"manifests"},
 	"drift/depends": {"manifests"},
-	"drift": {"apply", "watch", "helmrun", "metrics", "ownership", "tenancy", "manifests", "clusters",
-		"drift/detect", "drift/status", "drift/events", "drift/depends"},
+	"drift/scaling": {"manifests"},
+	"drift": {"apply", "watch", "helmrun", "metrics", "ownership", "tenancy", "manifests", "clusters", "guard",
+		"drift/detect", "drift/status", "drift/events", "drift/depends", "drift/scaling"},
 	// commands are the agent and the CLI: they wire everything.
-	"commands": {"drift", "drift/detect", "drift/status", "drift/events", "drift/depends", "apply", "watch", "helmrun",
+	"commands": {"drift", "drift/detect", "drift/status", "drift/events", "drift/depends", "drift/scaling", "apply", "watch", "helmrun", "guard",
 		"metrics", "ownership", "tenancy", "manifests", "manifests/kustomize", "clusters"},
 }
 

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/driftwatch/driftwatch/drift/detect"
+	"github.com/driftwatch/driftwatch/guard"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -69,7 +70,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 		c.logger.Error(err, "Cannot read the recorded fields", "object", ref.String())
 		return
 	}
-	f, err := detect.Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), s.ignoreFor(ref))
+	f, err := detect.Detect(fields, obj.ManagedFields(), c.applier.FieldManager(), c.ignoreFor(s, ref))
 	if err != nil {
 		c.logger.Error(err, "Cannot read managedFields", "object", ref.String())
 		return
@@ -84,7 +85,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 		}
 		return
 	}
-	c.driftFound(s, ref, f, now)
+	c.driftFound(s, ref, f, now, obj.Annotation(guard.OverrideAnnotation))
 }
 
 // onGone handles an owned object that was deleted.
@@ -99,12 +100,13 @@ func (c *Controller) onGone(gvr schema.GroupVersionResource, namespace, name str
 	if s.ours(ref) || s.applied[ref] == nil {
 		return // releasing: Helm deletes what left the chart (recheckAll looks again)
 	}
-	c.driftFound(s, ref, detect.Deleted(), now)
+	c.driftFound(s, ref, detect.Deleted(), now, "")
 }
 
-// driftFound records a drift, reports it and schedules the correction.
-// The caller holds s.mu.
-func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f detect.Finding, now time.Time) {
+// driftFound records a drift, reports it and schedules the correction —
+// unless the object carries guard.OverrideAnnotation (override says why):
+// a break-glass change, recorded and left in place. The caller holds s.mu.
+func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f detect.Finding, now time.Time, override string) {
 	prev, seenBefore := s.drifted[ref]
 	s.drifted[ref] = driftInfo{finding: f, seen: now}
 	s.lastDrift = now
@@ -121,6 +123,16 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f detec
 		}
 	}
 	c.statuses.Add(s.key)
+	if override != "" {
+		if !seenBefore || !prev.finding.Same(f) {
+			for _, m := range f.Culprits() {
+				c.metrics.DriftOverrides.WithLabelValues(s.key.Namespace, s.key.Name, ref.Group, ref.Kind, s.managerLabel(m)).Inc()
+			}
+			c.objectEvent(s.key, s.desired[ref].APIVersion, ref, corev1.EventTypeWarning, "DriftOverridden", "Override",
+				"%s: %s changed by %s and left in place: %s=%q; remove the annotation to have it corrected", ref, strings.Join(f.Fields, ", "), f.ChangedBy(), guard.OverrideAnnotation, override)
+		}
+		return
+	}
 	if !s.corrects() {
 		return
 	}

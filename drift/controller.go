@@ -20,6 +20,7 @@ import (
 	"github.com/driftwatch/driftwatch/apply"
 	"github.com/driftwatch/driftwatch/clusters"
 	"github.com/driftwatch/driftwatch/drift/events"
+	"github.com/driftwatch/driftwatch/drift/scaling"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/metrics"
 	"github.com/driftwatch/driftwatch/tenancy"
@@ -172,6 +173,12 @@ type Controller struct {
 	objEvents *events.Recorder
 	// clusterNow is the cluster Bundles are rendered for (cluster.go).
 	clusterNow manifests.Cluster
+	// scalers are the autoscalers of owned objects (autoscalers.go).
+	scalers *scaling.Autoscalers
+	// guardsAtStart are the admission policies found at the first sync
+	// (existingGuards), read-only once listed.
+	guardsOnce    sync.Once
+	guardsAtStart map[string]bool
 }
 
 // Watches are the informers of owned objects (watch.Manager): Run starts
@@ -207,6 +214,7 @@ func New(sources SourceProvider, applier *apply.Applier, watches Watches, m *met
 		statuses:   newQueue[types.NamespacedName]("status", opts.QueueMetrics),
 		crashQueue: newQueue[types.NamespacedName]("pod_crashes", opts.QueueMetrics),
 		helmRetry:  workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](helmRetryMin, helmRetryMax),
+		scalers:    scaling.NewAutoscalers(),
 	}
 	c.policy = opts.Tenancy
 	c.policy.AgentNamespace = opts.Namespace

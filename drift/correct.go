@@ -55,7 +55,7 @@ func (c *Controller) pending(key fixKey) (correction, bool) {
 		return correction{}, false
 	}
 	return correction{s: s, act: s.actor(c.applier), info: info, desired: d, rendered: s.rendered, target: s.target(),
-		force: s.spec.Drift.ForceEnabled(), ignore: s.ignoreFor(key.Ref)}, true
+		force: s.spec.Drift.ForceEnabled(), ignore: c.ignoreFor(s, key.Ref)}, true
 }
 
 // correct re-applies one drifted object (or, for a failed bare Pod,

@@ -39,6 +39,15 @@ func (c *Controller) finalize(ctx context.Context, key types.NamespacedName, u *
 	if err != nil {
 		return err
 	}
+	if b != nil && b.Spec.Drift.Guarded() {
+		// First: what the Bundle owned is no longer guarded. A policy
+		// that cannot be removed does not keep the Bundle: it is owned by
+		// the agent's namespace and labelled with the Bundle.
+		if err := c.unguard(ctx, key); err != nil {
+			c.warn(key, "GuardFailed", "the admission policy could not be removed (kubectl delete validatingadmissionpolicies,validatingadmissionpolicybindings -l %s=%s): %v",
+				ownership.BundleLabel, ownership.BundleLabelValue(key), err)
+		}
+	}
 	s, err := c.finalState(ctx, key, act, refused)
 	if err != nil {
 		c.warn(key, "CleanupFailed", "%v", err)

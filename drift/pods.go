@@ -223,5 +223,5 @@ func (c *Controller) podFailed(gvr schema.GroupVersionResource, obj *watch.Objec
 	if d, ok := s.drifted[ref]; ok && d.finding.Cause == detect.CausePodFailed {
 		return
 	}
-	c.driftFound(s, ref, detect.PodFailed(), now)
+	c.driftFound(s, ref, detect.PodFailed(), now, "")
 }

@@ -85,7 +85,7 @@ func (s *bundleState) roomForFight(now time.Time, window time.Duration) bool {
 // Who writes what: the Bundle's sync (one at a time per Bundle, the
 // queue's guarantee; finalize is a sync) alone writes spec, generation,
 // rendered, act, desired, declared, renderFailures, bundleErrors,
-// refused, waiting, releasing, inv and parentLoaded. Checks, corrections,
+// refused, waiting, releasing, inv, parentLoaded, access and the guard's. Checks, corrections,
 // pod handling — informer handlers and the correction workers — write
 // drifted, fights, managers, crashes, inFlight (claimed), and a
 // correction its outcome in applied, problems and the counters; the
@@ -110,8 +110,13 @@ type bundleState struct {
 
 	// act reads and writes the Bundle's objects: the agent's Applier, or
 	// one impersonating the Bundle's ServiceAccount (applierFor); nil
-	// until a sync rendered.
-	act *apply.Applier
+	// until a sync rendered. access is whom it acts as.
+	act    *apply.Applier
+	access manifests.Access
+	// guardHash is the content of the admission policy last written for
+	// the Bundle (Prevent and Warn mode, guard.go), "" when none;
+	// guardErr why it could not be written.
+	guardHash, guardErr string
 
 	desired  map[manifests.ObjectRef]apply.Desired
 	applied  map[manifests.ObjectRef]*apply.Applied

@@ -76,9 +76,13 @@ func (c *Controller) snapshot(key types.NamespacedName) (status.Input, bool) {
 		BundleErrors:  append([]string(nil), s.bundleErrors...),
 		Refused:       s.refused,
 		Customization: s.spec.Customized.Name, Waiting: s.waiting,
+		GuardWritten: s.guardHash != "", GuardError: s.guardErr, Autoscaled: c.autoscaled(s),
 		Problems: make(map[manifests.ObjectRef]status.Problem, len(s.problems)),
 		Drifted:  make(map[manifests.ObjectRef]detect.Finding, len(s.drifted)),
 		Objects:  make([]status.Object, 0, len(s.desired)),
+	}
+	if s.spec.Drift.Guarded() {
+		in.Guard = s.spec.Drift.Mode
 	}
 	for ref, p := range s.problems {
 		in.Problems[ref] = p

@@ -45,6 +45,7 @@ func (c *Controller) syncBundle(ctx context.Context, key types.NamespacedName) e
 			c.forgetState(key) // the next try reads the parent again
 			return err
 		}
+		c.unguardLeftover(ctx, s)
 	}
 	if c.holdBack(s, b) {
 		return nil
@@ -116,16 +117,18 @@ func (c *Controller) applyRendered(ctx context.Context, s *bundleState, rendered
 	}
 	s.mu.Lock()
 	s.spec = rendered.Spec
-	s.act = act
+	s.act, s.access = act, rendered.Access
 	s.refused = ""
 	s.mu.Unlock()
 	c.churn.Add(int64(rendered.Declared))
 
 	p := newPlan(held)
+	p.guarded = rendered.Spec.Drift.Guarded()
 	changes := c.applyStages(ctx, s, act, rendered, p)
 	p.settle(changes)
 	pruneErrs, pending := c.prune(ctx, s, rendered, p)
 	c.record(s, rendered, p, changes, pruneErrs)
+	c.guardBundle(ctx, s, p)
 	if rendered.Released {
 		c.event(s.key, corev1.EventTypeNormal, "Released", "%s", rendered.Note)
 	}
@@ -231,10 +234,16 @@ type plan struct {
 	recheck []apply.Desired
 	// held are the resource types this sync holds (Controller.hold).
 	held map[schema.GroupVersionResource]bool
+	// replicas are the replica counts that scalable objects declare, for
+	// the guard of a Bundle in Prevent or Warn mode (guarded;
+	// ownedReplicas).
+	guarded  bool
+	replicas map[manifests.ObjectRef]int64
 }
 
 func newPlan(held map[schema.GroupVersionResource]bool) *plan {
-	return &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]status.Problem{}, held: held}
+	return &plan{desired: map[manifests.ObjectRef]apply.Desired{}, problems: map[manifests.ObjectRef]status.Problem{}, held: held,
+		replicas: map[manifests.ObjectRef]int64{}}
 }
 
 // settle files the objects that could not be prepared and those refused

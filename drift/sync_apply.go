@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/driftwatch/driftwatch/apply"
+	"github.com/driftwatch/driftwatch/drift/scaling"
+	"github.com/driftwatch/driftwatch/guard"
 	"github.com/driftwatch/driftwatch/manifests"
 	"github.com/driftwatch/driftwatch/ownership"
 	"github.com/driftwatch/driftwatch/watch"
@@ -97,6 +99,14 @@ func (c *Controller) watchStage(ctx context.Context, todo []apply.Desired, p *pl
 		gvrs[d.GVR] = true
 	}
 	c.mu.Unlock()
+	for _, d := range todo {
+		if !p.guarded {
+			break
+		}
+		if n, ok := scaling.Replicas(d.Ref.GroupKind(), d.JSON); ok {
+			p.replicas[d.Ref] = n
+		}
+	}
 	unwatched := map[schema.GroupVersionResource]error{}
 	for gvr := range gvrs {
 		if err := c.watches.Ensure(ctx, gvr); err != nil {
@@ -119,8 +129,12 @@ func (c *Controller) planOne(s *bundleState, spec *manifests.BundleSpec, sp *sta
 	if prev == nil && inCache {
 		prev = c.adoptOwnBaseline(s, d, cached, p)
 	}
+	// Drifted where only reporting is asked for, or overridden on purpose
+	// (guard.OverrideAnnotation), an object is left as it is until the
+	// Bundle changes it.
+	leave := !drifted || spec.Drift.DetectOnly() || (inCache && cached.Annotation(guard.OverrideAnnotation) != "")
 	switch {
-	case prev != nil && prev.Hash == d.Hash && inCache && (!drifted || spec.Drift.DetectOnly()):
+	case prev != nil && prev.Hash == d.Hash && inCache && leave:
 		sp.results[i] = apply.Result{Desired: d, Action: apply.Unchanged, Applied: prev}
 	case prev != nil:
 		// Ours already: written without asking again.
@@ -212,7 +226,7 @@ func (c *Controller) write(ctx context.Context, s *bundleState, act *apply.Appli
 	refs := make([]manifests.ObjectRef, len(ds))
 	for j, d := range ds {
 		refs[j] = d.Ref
-		ds[j] = c.withoutLostIgnored(d, s.ignoreFor(d.Ref))
+		ds[j] = c.withoutLostIgnored(d, c.ignoreFor(s, d.Ref))
 	}
 	_ = c.claimed(s, refs, func() error {
 		cs := act.ApplyAll(ctx, ds, apply.ApplyOptions{Force: spec.Drift.ForceEnabled()})

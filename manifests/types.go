@@ -207,6 +207,14 @@ const (
 	DriftCorrect DriftMode = "Correct"
 	// DriftDetect only reports drift.
 	DriftDetect DriftMode = "Detect"
+	// DriftPrevent denies, at admission, writes by anyone but the Bundle's
+	// acting identity that change a field the Bundle owns (a
+	// ValidatingAdmissionPolicy the agent maintains), and corrects what
+	// gets through as Correct does.
+	DriftPrevent DriftMode = "Prevent"
+	// DriftWarn is Prevent with warnings and audit annotations instead of
+	// denials: the editor sees what would be denied; drift is corrected.
+	DriftWarn DriftMode = "Warn"
 )
 
 // DriftSpec configures drift detection and correction.
@@ -216,6 +224,10 @@ type DriftSpec struct {
 	Force *bool `json:"force,omitempty"`
 	// Ignore lists fields that are never drift.
 	Ignore []IgnoreRule `json:"ignore,omitempty"`
+	// PreventDeletion, in Prevent and Warn mode, also denies (or warns
+	// about) deleting an owned object to anyone but the Bundle's acting
+	// identity.
+	PreventDeletion bool `json:"preventDeletion,omitempty"`
 }
 
 // IgnoreRule names fields of matching objects that are never drift. Empty
@@ -234,6 +246,9 @@ const (
 	ConditionSynced  = "Synced"
 	ConditionDrifted = "Drifted"
 	ConditionStalled = "Stalled"
+	// ConditionGuarded, for Bundles in Prevent or Warn mode, says whether
+	// the admission policy that guards their fields is in place.
+	ConditionGuarded = "Guarded"
 )
 
 // BundleStatus is what the agent reports.
@@ -298,3 +313,7 @@ func (d *DriftSpec) ForceEnabled() bool { return d.Force == nil || *d.Force }
 
 // DetectOnly reports whether drift is only reported.
 func (d *DriftSpec) DetectOnly() bool { return d.Mode == DriftDetect }
+
+// Guarded reports whether drift is to be prevented at admission (Prevent)
+// or warned about there (Warn).
+func (d *DriftSpec) Guarded() bool { return d.Mode == DriftPrevent || d.Mode == DriftWarn }

@@ -14,6 +14,7 @@ type Metrics struct {
 	BundleLastSync         *prometheus.GaugeVec
 	DriftDetected          *prometheus.CounterVec
 	DriftCorrections       *prometheus.CounterVec
+	DriftOverrides         *prometheus.CounterVec
 	DriftCorrectionSeconds prometheus.Histogram
 	ApplyConflicts         *prometheus.CounterVec
 	FieldFights            *prometheus.CounterVec
@@ -67,6 +68,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		DriftCorrections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "driftwatch_drift_corrections_total", Help: "Drift corrections, by result.",
 		}, append(object, "result")),
+		DriftOverrides: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "driftwatch_drift_overrides_total", Help: "Drift left in place on purpose: the object carries driftwatch.io/override (break-glass), by the field manager that made it.",
+		}, append(object, "manager")),
 		DriftCorrectionSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "driftwatch_drift_correction_seconds", Help: "Time from a drift event received to the correction applied.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
@@ -96,15 +100,20 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "driftwatch_credential_reloads_total", Help: "Changed credentials of a cluster read at run time: success (new clients in use) or error (not usable; the current ones kept).",
 		}, []string{"cluster", "result"}),
 	}
-	// Every series exists from the start, so that a rate is 0, not absent.
+	m.register(reg)
+	return m
+}
+
+// register registers every metric with reg; the series that exist from
+// the start, so that a rate is 0, not absent, are made.
+func (m *Metrics) register(reg prometheus.Registerer) {
 	for _, c := range []string{ClusterSource, ClusterTarget} {
 		m.CredentialReloads.WithLabelValues(c, ResultSuccess)
 		m.CredentialReloads.WithLabelValues(c, ResultError)
 	}
 	reg.MustRegister(m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
-		m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected,
+		m.DriftOverrides, m.DriftCorrectionSeconds, m.ApplyConflicts, m.FieldFights, m.ApplyDuration, m.WatchedObjects, m.SourceConnected,
 		m.SourceLastContact, m.PodCrashes, m.CredentialReloads)
-	return m
 }
 
 // ForgetBundle deletes every series of a deleted bundle.
@@ -112,7 +121,7 @@ func (m *Metrics) ForgetBundle(namespace, name string) {
 	l := prometheus.Labels{"namespace": namespace, "bundle": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.BundleReady, m.BundleResources, m.BundleLastSync, m.DriftDetected, m.DriftCorrections,
-		m.ApplyConflicts, m.FieldFights, m.PodCrashes,
+		m.DriftOverrides, m.ApplyConflicts, m.FieldFights, m.PodCrashes,
 	} {
 		v.DeletePartialMatch(l)
 	}

@@ -47,6 +47,14 @@ type Object struct {
 	// Pod holds what crash detection needs of a Pod seen by a pod informer
 	// (EnsurePods) or an owned Pod; nil otherwise.
 	Pod *PodState
+	// ScaleTarget is what a HorizontalPodAutoscaler seen by an autoscaler
+	// informer (EnsurePods) scales; nil otherwise.
+	ScaleTarget *ScaleTarget
+}
+
+// ScaleTarget is the object an autoscaler scales, in its namespace.
+type ScaleTarget struct {
+	APIVersion, Kind, Name string
 }
 
 // Readiness is the kstatus verdict on one object.
@@ -157,8 +165,11 @@ func (t *tables) Compact(obj any) (any, error) {
 		} else {
 			c.Readiness = &Readiness{Status: intern(string(res.Status)), Message: res.Message}
 		}
-		if o.GetKind() == "Pod" {
+		switch o.GetKind() {
+		case "Pod":
 			c.Pod = podState(o)
+		case "HorizontalPodAutoscaler":
+			c.ScaleTarget = scaleTarget(o)
 		}
 		return c, nil
 	default:
@@ -334,4 +345,13 @@ func (t *weakTable[T]) len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.entries)
+}
+
+// scaleTarget reads an autoscaler's spec.scaleTargetRef; nil without one.
+func scaleTarget(u *unstructured.Unstructured) *ScaleTarget {
+	ref, ok, _ := unstructured.NestedStringMap(u.Object, "spec", "scaleTargetRef")
+	if !ok || ref["kind"] == "" || ref["name"] == "" {
+		return nil
+	}
+	return &ScaleTarget{APIVersion: ref["apiVersion"], Kind: ref["kind"], Name: ref["name"]}
 }

@@ -38,7 +38,14 @@ type Handler interface {
 	// deletion was only inferred after a re-list): a crashed Pod that its
 	// controller deleted crashes no longer.
 	OnPodDeleted(obj *Object)
+	// OnAutoscaler is called for a HorizontalPodAutoscaler added, updated
+	// or (gone set) deleted in a namespace watched with EnsurePods;
+	// obj.ScaleTarget says what it scales.
+	OnAutoscaler(obj *Object, gone bool)
 }
+
+// AutoscalersGVR is the resource of HorizontalPodAutoscalers.
+var AutoscalersGVR = schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}
 
 // Options configure a Manager.
 type Options struct {
@@ -89,7 +96,7 @@ type Manager struct {
 	tables    *tables
 	mu        sync.Mutex
 	informers map[schema.GroupVersionResource]*informer
-	pods      map[string]*informer // namespace → its Pods, for crash detection
+	pods      map[string][]*informer // namespace → its Pods and autoscalers
 	wg        sync.WaitGroup
 	ctx       context.Context
 }
@@ -114,7 +121,7 @@ func New(client metadata.Interface, dyn dynamic.Interface, opts Options) *Manage
 	}
 	return &Manager{client: client, dynamic: dyn, opts: opts, ctx: context.Background(),
 		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{},
-		pods: map[string]*informer{}}
+		pods: map[string][]*informer{}}
 }
 
 // Start makes ctx the context every informer runs under (the owner's Run)
@@ -229,40 +236,62 @@ func (m *Manager) run(inf cache.SharedIndexInformer, handler cache.ResourceEvent
 	return i
 }
 
-// EnsurePods starts watching every Pod of namespace, for crash detection
-// of the Pods behind owned workloads (they carry no ownership label), unless
-// that runs already. Events go to Handler.OnPod. It does not wait for the
-// first list: crashes seen a moment later are still crashes.
+// EnsurePods starts watching every Pod and every HorizontalPodAutoscaler
+// of namespace — the Pods behind owned workloads for crash detection (they
+// carry no ownership label), the autoscalers for the workloads whose
+// replicas they own — unless that runs already. Events go to
+// Handler.OnPod, OnPodDeleted and OnAutoscaler. It does not wait for the
+// first list: a crash or an autoscaler seen a moment later is still seen.
 func (m *Manager) EnsurePods(namespace string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.pods[namespace]; ok {
 		return
 	}
-	inf := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, PodsGVR, namespace, 0, nil, nil).Informer()
+	pods := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, PodsGVR, namespace, 0, nil, nil).Informer()
 	onPod := func(obj any) {
 		if o, ok := obj.(*Object); ok && o.Pod != nil {
 			m.handler.OnPod(o)
 		}
 	}
-	m.pods[namespace] = m.run(inf, cache.ResourceEventHandlerFuncs{
-		AddFunc:    onPod,
-		UpdateFunc: func(_, obj any) { onPod(obj) },
-		DeleteFunc: func(obj any) {
-			if o, ok := deleted(obj); ok {
-				m.handler.OnPodDeleted(o)
-			}
-		},
-	})
+	scalers := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, AutoscalersGVR, namespace, 0, nil, nil).Informer()
+	onScaler := func(obj any) {
+		if o, ok := obj.(*Object); ok {
+			m.handler.OnAutoscaler(o, false)
+		}
+	}
+	m.pods[namespace] = []*informer{
+		m.run(pods, cache.ResourceEventHandlerFuncs{
+			AddFunc:    onPod,
+			UpdateFunc: func(_, obj any) { onPod(obj) },
+			DeleteFunc: func(obj any) {
+				if o, ok := deleted(obj); ok {
+					m.handler.OnPodDeleted(o)
+				}
+			},
+		}),
+		m.run(scalers, cache.ResourceEventHandlerFuncs{
+			AddFunc:    onScaler,
+			UpdateFunc: func(_, obj any) { onScaler(obj) },
+			DeleteFunc: func(obj any) {
+				if o, ok := deleted(obj); ok {
+					m.handler.OnAutoscaler(o, true)
+				}
+			},
+		}),
+	}
 }
 
-// StopPods stops watching the Pods of namespaces not in keep.
+// StopPods stops watching the Pods and autoscalers of namespaces not in
+// keep.
 func (m *Manager) StopPods(keep map[string]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for ns, inf := range m.pods {
+	for ns, infs := range m.pods {
 		if !keep[ns] {
-			inf.cancel()
+			for _, inf := range infs {
+				inf.cancel()
+			}
 			delete(m.pods, ns)
 		}
 	}
@@ -328,8 +357,10 @@ func (m *Manager) Shutdown() {
 		inf.cancel()
 		delete(m.informers, gvr)
 	}
-	for ns, inf := range m.pods {
-		inf.cancel()
+	for ns, infs := range m.pods {
+		for _, inf := range infs {
+			inf.cancel()
+		}
 		delete(m.pods, ns)
 	}
 	m.mu.Unlock()

@@ -37,6 +37,15 @@ type Input struct {
 	Fights                 []Fight
 	Crashes                []PodCrash
 	Objects                []Object // every desired object
+	// Guard is the drift mode whose admission policy guards the Bundle
+	// (Prevent, Warn; "" for none); GuardWritten says the policy is in
+	// place, GuardError why it is not.
+	Guard        manifests.DriftMode
+	GuardWritten bool
+	GuardError   string
+	// Autoscaled are the owned objects whose .spec.replicas an autoscaler
+	// holds, as "Kind/namespace/name (HorizontalPodAutoscaler name)".
+	Autoscaled []string
 }
 
 // Problem is an object that failed to apply or is in conflict.
@@ -130,7 +139,29 @@ func Compute(in Input, prev manifests.BundleStatus, now time.Time) manifests.Bun
 	driftedCondition(in, items, sum, set)
 	stalledCondition(fighting, set)
 	readyCondition(in, st.Conditions, items, sum, len(errs) == 0, set)
+	if in.Guard == "" {
+		meta.RemoveStatusCondition(&st.Conditions, manifests.ConditionGuarded)
+	} else {
+		guardedCondition(in, set)
+	}
 	return st
+}
+
+// guardedCondition sets Guarded for a Bundle in Prevent or Warn mode.
+func guardedCondition(in Input, set setCondition) {
+	switch {
+	case in.GuardError != "":
+		set(manifests.ConditionGuarded, false, "PolicyUnavailable",
+			"the admission policy is not in place, drift is still corrected: "+in.GuardError)
+	case !in.GuardWritten:
+		set(manifests.ConditionGuarded, false, "Pending", "the admission policy is written after the first sync")
+	case in.Guard == manifests.DriftWarn:
+		set(manifests.ConditionGuarded, true, "Warning",
+			"writes by others to owned fields are warned about and audited (mode Warn), and corrected")
+	default:
+		set(manifests.ConditionGuarded, true, "Preventing",
+			"writes by others to owned fields are denied at admission (mode Prevent); what gets through is corrected")
+	}
 }
 
 // setCondition sets one condition of the status being computed.
@@ -256,7 +287,11 @@ func syncedCondition(in Input, items []manifests.ResourceStatus, sum manifests.S
 	case in.Paused:
 		set(manifests.ConditionSynced, false, "Paused", "spec.paused is set: changes are not applied")
 	default:
-		set(manifests.ConditionSynced, true, "Applied", fmt.Sprintf("%d objects applied", sum.Ready+sum.Drifted+sum.Missing))
+		msg := fmt.Sprintf("%d objects applied", sum.Ready+sum.Drifted+sum.Missing)
+		if len(in.Autoscaled) > 0 {
+			msg += "; .spec.replicas left to the autoscaler of " + strings.Join(in.Autoscaled, ", ")
+		}
+		set(manifests.ConditionSynced, true, "Applied", msg)
 	}
 	return errs
 }

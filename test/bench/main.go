@@ -65,6 +65,10 @@ type options struct {
 	awayEditInterval time.Duration
 	// helmObjects and helmRounds: -scenario helm (helm.go).
 	helmObjects, helmRounds int
+	// preventObjects, preventWrites and preventSteps: -scenario prevent
+	// (prevent.go).
+	preventObjects, preventWrites int
+	preventSteps                  []int
 }
 
 func main() {
@@ -90,13 +94,24 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "write the agent's CPU profiles of the initial sync and of the burst to PREFIX-sync.pprof and PREFIX-burst.pprof")
 	flag.StringVar(&o.agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
-	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) helm (a chart's install against helm install, a correction's requests, edit → reverted) or kustomize (a cluster label's writes, edit → reverted)")
+	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) helm (a chart's install against helm install, a correction's requests, edit → reverted) kustomize (a cluster label's writes, edit → reverted) or prevent (allowed writes with 0, 10, 100 Bundles guarded by admission policies)")
 	flag.IntVar(&o.fleetAgents, "fleet-agents", 20, "agents of -scenario fleet")
 	flag.DurationVar(&o.awayEditInterval, "away-edit-interval", time.Second, "one edit every interval in -scenario away")
 	flag.IntVar(&o.helmObjects, "helm-objects", 100, "ConfigMaps of the chart of -scenario helm, and of the Kustomize base of -scenario kustomize")
 	flag.IntVar(&o.helmRounds, "helm-rounds", 3, "installs by the agent and by helm in -scenario helm, each")
+	flag.IntVar(&o.preventObjects, "prevent-objects", 100, "ConfigMaps of each guarded Bundle of -scenario prevent")
+	flag.IntVar(&o.preventWrites, "prevent-writes", 300, "allowed writes per step of -scenario prevent, to owned and to unowned objects each")
+	steps := flag.String("prevent-steps", "0,10,100", "guarded Bundles at each step of -scenario prevent, growing")
 	flag.BoolVar(&o.keep, "keep", false, "keep the control plane's directory and the work files (kept anyway when a run fails)")
 	flag.Parse()
+	for _, f := range strings.Split(*steps, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 || (len(o.preventSteps) > 0 && n < o.preventSteps[len(o.preventSteps)-1]) {
+			fmt.Fprintf(os.Stderr, "bench: -prevent-steps %q: want growing counts, 0 first\n", *steps)
+			os.Exit(2)
+		}
+		o.preventSteps = append(o.preventSteps, n)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, o)
 	stop()
@@ -105,10 +120,10 @@ func main() {
 
 func run(ctx context.Context, o options) int {
 	if o.scenario != "" {
-		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm, "kustomize": runKustomize}
+		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm, "kustomize": runKustomize, "prevent": runPrevent}
 		f, ok := scenarios[o.scenario]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, away, helm or kustomize\n", o.scenario)
+			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, away, helm, kustomize or prevent\n", o.scenario)
 			return 2
 		}
 		if err := f(ctx, o); err != nil {
