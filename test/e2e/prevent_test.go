@@ -257,6 +257,10 @@ func TestAutoscaledReplicasAreLeftToTheAutoscaler(t *testing.T) {
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns+"\ndrift: {mode: Prevent}\n"))
 	waitBundle(t, ns, "web", "Ready", ready)
 	guarded(t, ns, "web", "Preventing")
+	inEffect(t, ns, false)
+	if out, err := kubectlAs(t, someone, "", "scale", "--dry-run=server", "-n", ns, "deployment/web", "--replicas=4"); err == nil {
+		t.Fatalf("before an autoscaler, /scale was let through:\n%s", out)
+	}
 	applyYAML(t, fmt.Sprintf(`apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {name: web, namespace: %s}
