@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -179,6 +180,10 @@ type Controller struct {
 	// (existingGuards), read-only once listed.
 	guardsOnce    sync.Once
 	guardsAtStart map[string]bool
+	// owner is the owner of the admission policies (guardOwner), read
+	// once.
+	ownerMu sync.Mutex
+	owner   *metav1.OwnerReference
 }
 
 // Watches are the informers of owned objects (watch.Manager): Run starts

@@ -119,14 +119,20 @@ func (c *Controller) unguard(ctx context.Context, key types.NamespacedName) erro
 // guardOwner is the owner of every guard: the agent's namespace in the
 // target cluster, so that an uninstall that deletes it deletes them
 // (a cluster-scoped object may only be owned by a cluster-scoped one).
-// nil when it cannot be read.
+// Read once per process; nil while it cannot be read.
 func (c *Controller) guardOwner(ctx context.Context) *metav1.OwnerReference {
+	c.ownerMu.Lock()
+	defer c.ownerMu.Unlock()
+	if c.owner != nil {
+		return c.owner
+	}
 	ns, err := c.applier.GetMetadata(ctx, schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}, manifests.ObjectRef{Kind: "Namespace", Name: c.opts.ParentNamespace})
 	if err != nil || ns == nil {
 		c.logger.V(2).Info("The agent's namespace cannot be read; admission policies get no owner", "err", err)
 		return nil
 	}
-	return &metav1.OwnerReference{APIVersion: "v1", Kind: "Namespace", Name: ns.Name, UID: ns.UID}
+	c.owner = &metav1.OwnerReference{APIVersion: "v1", Kind: "Namespace", Name: ns.Name, UID: ns.UID}
+	return c.owner
 }
 
 // unguardLeftover removes the policy of a Bundle that is not (or no

@@ -47,8 +47,8 @@ type Object struct {
 	// Pod holds what crash detection needs of a Pod seen by a pod informer
 	// (EnsurePods) or an owned Pod; nil otherwise.
 	Pod *PodState
-	// ScaleTarget is what a HorizontalPodAutoscaler seen by an autoscaler
-	// informer (EnsurePods) scales; nil otherwise.
+	// ScaleTarget is what a HorizontalPodAutoscaler seen by the
+	// autoscaler informer (EnsurePods) scales; nil otherwise.
 	ScaleTarget *ScaleTarget
 }
 

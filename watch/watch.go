@@ -39,7 +39,7 @@ type Handler interface {
 	// controller deleted crashes no longer.
 	OnPodDeleted(obj *Object)
 	// OnAutoscaler is called for a HorizontalPodAutoscaler added, updated
-	// or (gone set) deleted in a namespace watched with EnsurePods;
+	// or (gone set) deleted, once EnsurePods watches any namespace;
 	// obj.ScaleTarget says what it scales.
 	OnAutoscaler(obj *Object, gone bool)
 }
@@ -96,7 +96,8 @@ type Manager struct {
 	tables    *tables
 	mu        sync.Mutex
 	informers map[schema.GroupVersionResource]*informer
-	pods      map[string][]*informer // namespace → its Pods and autoscalers
+	pods      map[string]*informer // namespace → its Pods, for crash detection
+	scalers   *informer            // the cluster's HorizontalPodAutoscalers
 	wg        sync.WaitGroup
 	ctx       context.Context
 }
@@ -121,7 +122,7 @@ func New(client metadata.Interface, dyn dynamic.Interface, opts Options) *Manage
 	}
 	return &Manager{client: client, dynamic: dyn, opts: opts, ctx: context.Background(),
 		tables: newTables(), informers: map[schema.GroupVersionResource]*informer{},
-		pods: map[string][]*informer{}}
+		pods: map[string]*informer{}}
 }
 
 // Start makes ctx the context every informer runs under (the owner's Run)
@@ -236,64 +237,72 @@ func (m *Manager) run(inf cache.SharedIndexInformer, handler cache.ResourceEvent
 	return i
 }
 
-// EnsurePods starts watching every Pod and every HorizontalPodAutoscaler
-// of namespace — the Pods behind owned workloads for crash detection (they
-// carry no ownership label), the autoscalers for the workloads whose
-// replicas they own — unless that runs already. Events go to
+// EnsurePods starts watching every Pod of namespace, for crash detection
+// of the Pods behind owned workloads (they carry no ownership label),
+// unless that runs already; and, with the first namespace, every
+// HorizontalPodAutoscaler of the cluster (one informer: they are few, and
+// say which owned workloads' replicas they take). Events go to
 // Handler.OnPod, OnPodDeleted and OnAutoscaler. It does not wait for the
 // first list: a crash or an autoscaler seen a moment later is still seen.
 func (m *Manager) EnsurePods(namespace string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.scalers == nil {
+		m.scalers = m.runScalers()
+	}
 	if _, ok := m.pods[namespace]; ok {
 		return
 	}
-	pods := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, PodsGVR, namespace, 0, nil, nil).Informer()
+	inf := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, PodsGVR, namespace, 0, nil, nil).Informer()
 	onPod := func(obj any) {
 		if o, ok := obj.(*Object); ok && o.Pod != nil {
 			m.handler.OnPod(o)
 		}
 	}
-	scalers := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, AutoscalersGVR, namespace, 0, nil, nil).Informer()
-	onScaler := func(obj any) {
+	m.pods[namespace] = m.run(inf, cache.ResourceEventHandlerFuncs{
+		AddFunc:    onPod,
+		UpdateFunc: func(_, obj any) { onPod(obj) },
+		DeleteFunc: func(obj any) {
+			if o, ok := deleted(obj); ok {
+				m.handler.OnPodDeleted(o)
+			}
+		},
+	})
+}
+
+// runScalers starts the autoscaler informer. The caller holds m.mu.
+func (m *Manager) runScalers() *informer {
+	inf := dynamicinformer.NewFilteredDynamicInformer(m.dynamic, AutoscalersGVR, metav1.NamespaceAll, 0, nil, nil).Informer()
+	on := func(obj any) {
 		if o, ok := obj.(*Object); ok {
 			m.handler.OnAutoscaler(o, false)
 		}
 	}
-	m.pods[namespace] = []*informer{
-		m.run(pods, cache.ResourceEventHandlerFuncs{
-			AddFunc:    onPod,
-			UpdateFunc: func(_, obj any) { onPod(obj) },
-			DeleteFunc: func(obj any) {
-				if o, ok := deleted(obj); ok {
-					m.handler.OnPodDeleted(o)
-				}
-			},
-		}),
-		m.run(scalers, cache.ResourceEventHandlerFuncs{
-			AddFunc:    onScaler,
-			UpdateFunc: func(_, obj any) { onScaler(obj) },
-			DeleteFunc: func(obj any) {
-				if o, ok := deleted(obj); ok {
-					m.handler.OnAutoscaler(o, true)
-				}
-			},
-		}),
-	}
+	return m.run(inf, cache.ResourceEventHandlerFuncs{
+		AddFunc:    on,
+		UpdateFunc: func(_, obj any) { on(obj) },
+		DeleteFunc: func(obj any) {
+			if o, ok := deleted(obj); ok {
+				m.handler.OnAutoscaler(o, true)
+			}
+		},
+	})
 }
 
-// StopPods stops watching the Pods and autoscalers of namespaces not in
-// keep.
+// StopPods stops watching the Pods of namespaces not in keep, and the
+// autoscalers once keep is empty.
 func (m *Manager) StopPods(keep map[string]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for ns, infs := range m.pods {
+	for ns, inf := range m.pods {
 		if !keep[ns] {
-			for _, inf := range infs {
-				inf.cancel()
-			}
+			inf.cancel()
 			delete(m.pods, ns)
 		}
+	}
+	if len(keep) == 0 && m.scalers != nil {
+		m.scalers.cancel()
+		m.scalers = nil
 	}
 }
 
@@ -357,11 +366,13 @@ func (m *Manager) Shutdown() {
 		inf.cancel()
 		delete(m.informers, gvr)
 	}
-	for ns, infs := range m.pods {
-		for _, inf := range infs {
-			inf.cancel()
-		}
+	for ns, inf := range m.pods {
+		inf.cancel()
 		delete(m.pods, ns)
+	}
+	if m.scalers != nil {
+		m.scalers.cancel()
+		m.scalers = nil
 	}
 	m.mu.Unlock()
 	m.wg.Wait()

@@ -101,6 +101,12 @@ func (a *Autoscalers) IgnoreRules(refs iter.Seq[manifests.ObjectRef]) []manifest
 				FieldPaths: []string{ReplicasField}})
 		}
 	}
+	// In one order, so that what is generated from them is the same for
+	// the same objects.
+	sort.Slice(out, func(i, j int) bool {
+		x, y := out[i], out[j]
+		return x.Group+"/"+x.Kind+"/"+x.Namespace+"/"+x.Name < y.Group+"/"+y.Kind+"/"+y.Namespace+"/"+y.Name
+	})
 	return out
 }
 
