@@ -241,22 +241,31 @@ func isFirstStage(gk schema.GroupKind) bool {
 // not get a slot fail with ctx's error.
 func (a *Applier) ApplyAll(ctx context.Context, objs []Desired, opts ApplyOptions) *ChangeSet {
 	results := make([]Result, len(objs))
+	a.bounded(ctx, len(objs), func(i int) { results[i] = a.Apply(ctx, objs[i], opts) }, func(i int, err error) {
+		results[i] = Result{Desired: objs[i], Action: Failed, Err: fmt.Errorf("%s not applied: %w", objs[i].Ref, err)}
+	})
+	return &ChangeSet{Entries: results}
+}
+
+// bounded runs do(i) for every i below n concurrently, within the
+// Applier's bound on requests in flight that every caller shares, and
+// waits for them; once ctx ends, each i that got no slot gets skip(i,
+// ctx.Err()) instead.
+func (a *Applier) bounded(ctx context.Context, n int, do func(i int), skip func(i int, err error)) {
 	var wg sync.WaitGroup
-	for i, d := range objs {
+	for i := 0; i < n; i++ {
 		select {
 		case a.slots <- struct{}{}:
 		case <-ctx.Done():
-			results[i] = Result{Desired: d, Action: Failed, Err: fmt.Errorf("%s not applied: %w", d.Ref, ctx.Err())}
+			skip(i, ctx.Err())
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-a.slots; wg.Done() }()
-			results[i] = a.Apply(ctx, d, opts)
-		}()
+		wg.Go(func() {
+			defer func() { <-a.slots }()
+			do(i)
+		})
 	}
 	wg.Wait()
-	return &ChangeSet{Entries: results}
 }
 
 // Lookup is the live metadata of one object, or why it could not be read.
@@ -269,21 +278,7 @@ type Lookup struct {
 // bound ApplyAll uses, one Lookup per object in the order given.
 func (a *Applier) GetAllMetadata(ctx context.Context, objs []Desired) []Lookup {
 	out := make([]Lookup, len(objs))
-	var wg sync.WaitGroup
-	for i, d := range objs {
-		select {
-		case a.slots <- struct{}{}:
-		case <-ctx.Done():
-			out[i].Err = ctx.Err()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-a.slots; wg.Done() }()
-			out[i] = a.lookup(ctx, d)
-		}()
-	}
-	wg.Wait()
+	a.bounded(ctx, len(objs), func(i int) { out[i] = a.lookup(ctx, objs[i]) }, func(i int, err error) { out[i].Err = err })
 	return out
 }
 

@@ -3,7 +3,6 @@ package apply
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,20 +28,16 @@ func (a *Applier) Delete(ctx context.Context, gvr schema.GroupVersionResource, r
 // object (Deleted, or Failed with the error), in order.
 func (a *Applier) Prune(ctx context.Context, objs []Desired) []Result {
 	results := make([]Result, len(objs))
-	var wg sync.WaitGroup
-	for i, d := range objs {
-		wg.Add(1)
-		a.slots <- struct{}{}
-		go func() {
-			defer func() { <-a.slots; wg.Done() }()
-			start := time.Now()
-			err := a.Delete(ctx, d.GVR, d.Ref)
-			results[i] = Result{Desired: d, Action: Deleted, Err: err, Duration: time.Since(start)}
-			if err != nil {
-				results[i].Action = Failed
-			}
-		}()
-	}
-	wg.Wait()
+	a.bounded(ctx, len(objs), func(i int) {
+		d := objs[i]
+		start := time.Now()
+		err := a.Delete(ctx, d.GVR, d.Ref)
+		results[i] = Result{Desired: d, Action: Deleted, Err: err, Duration: time.Since(start)}
+		if err != nil {
+			results[i].Action = Failed
+		}
+	}, func(i int, err error) {
+		results[i] = Result{Desired: objs[i], Action: Failed, Err: fmt.Errorf("%s not deleted: %w", objs[i].Ref, err)}
+	})
 	return results
 }

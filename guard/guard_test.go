@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -48,7 +49,7 @@ func TestObjects(t *testing.T) {
 	if objs[0].GetName() != "driftwatch.team-a.web" || objs[0].GetKind() != "ValidatingAdmissionPolicy" {
 		t.Errorf("policy %s %s", objs[0].GetKind(), objs[0].GetName())
 	}
-	actions, _, _ := unstructuredSlice(objs[1].Object, "spec", "validationActions")
+	actions, _, _ := unstructured.NestedSlice(objs[1].Object, "spec", "validationActions")
 	if !reflect.DeepEqual(actions, []any{"Deny"}) {
 		t.Errorf("Prevent binds with %v", actions)
 	}
@@ -57,7 +58,7 @@ func TestObjects(t *testing.T) {
 	if len(objs) != 2 {
 		t.Fatalf("%d objects without scale targets, want 2", len(objs))
 	}
-	if actions, _, _ = unstructuredSlice(objs[1].Object, "spec", "validationActions"); !reflect.DeepEqual(actions, []any{"Warn", "Audit"}) {
+	if actions, _, _ = unstructured.NestedSlice(objs[1].Object, "spec", "validationActions"); !reflect.DeepEqual(actions, []any{"Warn", "Audit"}) {
 		t.Errorf("Warn binds with %v", actions)
 	}
 	if expr := unchanged(s.Ignore); !strings.Contains(expr, `"f:data"`) || !strings.Contains(expr, `object.kind == "ConfigMap"`) {
@@ -66,17 +67,4 @@ func TestObjects(t *testing.T) {
 	if expr := unchanged(nil); expr != "variables.oldF == variables.newF" {
 		t.Errorf("without ignore rules: %s", expr)
 	}
-}
-
-func unstructuredSlice(obj map[string]any, path ...string) ([]any, bool, error) {
-	var cur any = obj
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false, nil
-		}
-		cur = m[p]
-	}
-	s, ok := cur.([]any)
-	return s, ok, nil
 }

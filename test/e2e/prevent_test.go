@@ -70,6 +70,15 @@ func inEffect(t *testing.T, ns string, warn bool) {
 	})
 }
 
+// restored waits until ConfigMap settings of ns holds want at key again.
+func restored(t *testing.T, what, ns, key, want string) {
+	t.Helper()
+	waitFor(t, what, func() (bool, string) {
+		cm, _ := configMap(t, ns, "settings")
+		return cm != nil && cm.Data[key] == want, fmt.Sprint(cm)
+	})
+}
+
 // denied checks that a request failed with a message naming the Bundle,
 // each of parts and the user.
 func denied(t *testing.T, what, out string, err error, bundle string, parts ...string) {
@@ -194,10 +203,7 @@ subjects: [{kind: User, name: oncall}]
 			"annotate", "-n", ns, "configmap/settings", guard.OverrideAnnotation+"-").CombinedOutput(); err != nil {
 			t.Fatalf("removing the annotation: %v\n%s", err, out)
 		}
-		waitFor(t, "the overridden field corrected once the annotation is gone", func() (bool, string) {
-			cm, _ := configMap(t, ns, "settings")
-			return cm != nil && cm.Data["mode"] == "production", fmt.Sprint(cm)
-		})
+		restored(t, "the overridden field corrected once the annotation is gone", ns, "mode", "production")
 	})
 
 	t.Run("the policy follows the Bundle", func(t *testing.T) {
@@ -243,10 +249,7 @@ func TestWarnModeWarnsAndCorrects(t *testing.T) {
 	if !strings.Contains(out, "Warning:") || !strings.Contains(out, "owned by Bundle "+ns+"/web") || !strings.Contains(out, "(user "+someone+")") {
 		t.Errorf("kubectl printed no warning naming the Bundle and the user:\n%s", out)
 	}
-	waitFor(t, "the edit corrected", func() (bool, string) {
-		cm, _ := configMap(t, ns, "settings")
-		return cm != nil && cm.Data["mode"] == "production", fmt.Sprint(cm)
-	})
+	restored(t, "the edit corrected", ns, "mode", "production")
 }
 
 // TestAutoscaledReplicasAreLeftToTheAutoscaler: a HorizontalPodAutoscaler
@@ -297,30 +300,18 @@ spec:
 func TestPreventWithoutPolicyRightsStillCorrects(t *testing.T) {
 	setupCRD(t)
 	ns := cp.Namespace(t)
-	applyYAML(t, fmt.Sprintf(`apiVersion: v1
-kind: ServiceAccount
-metadata: {name: driftwatch, namespace: %[1]s}
----
-apiVersion: rbac.authorization.k8s.io/v1
+	applyYAML(t, fmt.Sprintf(`apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata: {name: %[1]s-no-policies}
 rules:
 - apiGroups: ["", apps, autoscaling, driftwatch.io, events.k8s.io, coordination.k8s.io, authentication.k8s.io, apiextensions.k8s.io]
   resources: ["*"]
   verbs: ["*"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: %[1]s-no-policies}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: %[1]s-no-policies}
-subjects: [{kind: ServiceAccount, name: driftwatch, namespace: %[1]s}]
 `, ns))
 	t.Cleanup(func() {
-		ctx := context.WithoutCancel(t.Context())
-		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(ctx, ns+"-no-policies", metav1.DeleteOptions{})
-		_ = cp.Client().RbacV1().ClusterRoles().Delete(ctx, ns+"-no-policies", metav1.DeleteOptions{})
+		_ = cp.Client().RbacV1().ClusterRoles().Delete(context.WithoutCancel(t.Context()), ns+"-no-policies", metav1.DeleteOptions{})
 	})
-	startAgent(t, ns, "--kubeconfig", tokenKubeconfig(t, ns, "driftwatch"))
+	agentBoundTo(t, ns, ns+"-no-policies")
 	createBundle(t, ns, "web", webBundle("defaultNamespace: "+ns+"\ndrift: {mode: Prevent}\n"))
 	waitBundle(t, ns, "web", "Ready", ready)
 	b := guarded(t, ns, "web", "PolicyUnavailable")
@@ -330,10 +321,7 @@ subjects: [{kind: ServiceAccount, name: driftwatch, namespace: %[1]s}]
 	if _, err := kubectlAs(t, someone, "", "patch", "-n", ns, "configmap/settings", "-p", `{"data":{"mode":"debug"}}`); err != nil {
 		t.Fatalf("no policy, yet the edit was denied: %v", err)
 	}
-	waitFor(t, "the edit corrected", func() (bool, string) {
-		cm, _ := configMap(t, ns, "settings")
-		return cm != nil && cm.Data["mode"] == "production", fmt.Sprint(cm)
-	})
+	restored(t, "the edit corrected", ns, "mode", "production")
 }
 
 // TestPreventLetsTheBundlesAccountWrite: the account a Bundle acts as may
@@ -354,10 +342,7 @@ func TestPreventLetsTheBundlesAccountWrite(t *testing.T) {
 		t.Fatalf("the Bundle's own account was denied: %v\n%s", err, out)
 	}
 	// Allowed, and still drift from the Bundle: corrected as the account.
-	waitFor(t, "the account's edit corrected", func() (bool, string) {
-		cm, _ := configMap(t, ns, "settings")
-		return cm != nil && cm.Data["k"] == "v", fmt.Sprint(cm)
-	})
+	restored(t, "the account's edit corrected", ns, "k", "v")
 	out2, err := kubectlAs(t, someone, "", "patch", "-n", ns, "configmap/settings", "-p", `{"data":{"k":"from-alice"}}`)
 	denied(t, "an edit by someone else", out2, err, ns+"/cfg", ".data.k")
 }

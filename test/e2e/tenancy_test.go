@@ -74,6 +74,13 @@ func deployerIn(t *testing.T, ns string) { deployer(t, ns, ns, configMapRules) }
 // a Bundle could name.
 func agentAsServiceAccount(t *testing.T, ns string, args ...string) *agent {
 	t.Helper()
+	return agentBoundTo(t, ns, "cluster-admin", args...)
+}
+
+// agentBoundTo runs the agent as ServiceAccount "driftwatch" of ns, bound
+// to clusterRole, with a token of its own.
+func agentBoundTo(t *testing.T, ns, clusterRole string, args ...string) *agent {
+	t.Helper()
 	applyYAML(t, fmt.Sprintf(`apiVersion: v1
 kind: ServiceAccount
 metadata: {name: driftwatch, namespace: %[1]s}
@@ -81,9 +88,9 @@ metadata: {name: driftwatch, namespace: %[1]s}
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {name: %[1]s-agent}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: %[2]s}
 subjects: [{kind: ServiceAccount, name: driftwatch, namespace: %[1]s}]
-`, ns))
+`, ns, clusterRole))
 	t.Cleanup(func() {
 		_ = cp.Client().RbacV1().ClusterRoleBindings().Delete(context.WithoutCancel(t.Context()), ns+"-agent", metav1.DeleteOptions{})
 	})
