@@ -8,6 +8,7 @@
 package clusters
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -44,6 +45,10 @@ type Options struct {
 	// Observer hears the source's answers and credential reloads; nil:
 	// nobody.
 	Observer Observer
+	// Target, when set, are the target cluster's clients, shared with
+	// other Providers of the same process (the fleet simulator runs many
+	// agents against one target); Kubeconfig is then not read.
+	Target *Clients
 }
 
 // DefaultOptions returns the options the agent runs with.
@@ -120,26 +125,34 @@ type Provider struct {
 
 // New builds the clients of both clusters from the kubeconfigs in opts.
 func New(opts Options) (*Provider, error) {
-	targetCfg, raw, err := LoadConfig(opts.Kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("target cluster: %w", err)
+	f := &sourceFiles{}
+	target := opts.Target
+	switch {
+	case target != nil && opts.SourceKubeconfig == "":
+		return nil, errors.New("shared target clients need a source kubeconfig")
+	case target == nil:
+		targetCfg, raw, err := LoadConfig(opts.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("target cluster: %w", err)
+		}
+		cfg := tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst)
+		withServerWait(cfg)
+		if target, err = NewClients(cfg); err != nil {
+			return nil, fmt.Errorf("target cluster: %w", err)
+		}
+		target.rawConfig = raw
+		f.config, f.raw = targetCfg, raw
 	}
-	cfg := tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst)
-	withServerWait(cfg)
-	target, err := NewClients(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("target cluster: %w", err)
-	}
-	target.rawConfig = raw
 	p := NewProvider(target, nil)
 	p.opts, p.observer, p.sourcePath = opts, opts.Observer, opts.SourceKubeconfig
-	f := &sourceFiles{config: targetCfg, raw: raw}
 	if opts.SourceKubeconfig != "" {
+		var err error
 		if f, err = readSource(opts.SourceKubeconfig); err != nil {
 			return nil, fmt.Errorf("source cluster: %w", err)
 		}
 		p.sourceFingerprint, p.sourceFiles = f.fingerprint, f.paths
 	}
+	var err error
 	if p.source, err = p.sourceClients(f); err != nil {
 		return nil, fmt.Errorf("source cluster: %w", err)
 	}

@@ -262,20 +262,32 @@ func (p *Provider) sourceClients(f *sourceFiles) (*Clients, error) {
 // the current clients are kept. A 401 or 403 from the source makes it read
 // the files again at once, then with a jittered back-off while the source
 // keeps refusing: a token revoked before its successor lands recovers as
-// soon as the new file is there. Without --source-kubeconfig it returns at
-// once.
-func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) error {
+// soon as the new file is there. Where the directories cannot be watched
+// (a node out of inotify instances) the files are re-read every
+// opts.Resync and on every refusal. Without --source-kubeconfig it returns
+// at once.
+func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) {
 	if p.sourcePath == "" {
-		return nil
+		return
 	}
 	logger := klog.FromContext(ctx).WithValues("kubeconfig", p.sourcePath)
-	w, err := fsnotify.NewWatcher()
+	// Without change notifications (a node out of inotify instances: the
+	// limit is per user, 128 by default) the files are still re-read
+	// every resync and on every refusal.
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	w, err := newWatcher()
 	if err != nil {
-		return fmt.Errorf("watching %s: %w", p.sourcePath, err)
+		logger.Error(err, "Cannot watch the source credentials for changes; re-reading them every resync and on a 401 or 403 only", "resync", opts.Resync)
+	} else {
+		defer w.Close()
+		events, errs = w.Events, w.Errors
 	}
-	defer w.Close()
 	watched := map[string]bool{}
 	watchDirs := func(paths []string) {
+		if w == nil {
+			return
+		}
 		for _, path := range paths {
 			dir := filepath.Dir(path)
 			if watched[dir] {
@@ -296,11 +308,11 @@ func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case err := <-w.Errors:
+			return
+		case err := <-errs:
 			logger.Error(err, "Watching the source credentials")
 			continue
-		case <-w.Events:
+		case <-events:
 		case <-resync.C:
 		case <-p.refusedc:
 			if time.Now().Before(notBefore) {
@@ -320,6 +332,9 @@ func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) error {
 		watchDirs(paths)
 	}
 }
+
+// newWatcher makes WatchSource's file watcher (a test makes it fail).
+var newWatcher = fsnotify.NewWatcher
 
 // reloadSource reads the source kubeconfig again and, when it or a file it
 // names changed, replaces the source clients. It returns the paths to

@@ -1,12 +1,14 @@
 package clusters
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -14,6 +16,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 )
 
 func caPEM(t *testing.T) []byte {
@@ -110,4 +116,48 @@ func TestReadSource(t *testing.T) {
 			t.Error("a kubeconfig naming a missing token file was accepted")
 		}
 	})
+}
+
+// TestWatchSourceWithoutNotifications: where no file watcher can be made
+// (a node out of inotify instances), a changed source kubeconfig is still
+// picked up, by the resync.
+func TestWatchSourceWithoutNotifications(t *testing.T) {
+	newWatcher = func() (*fsnotify.Watcher, error) { return nil, errors.New("too many open files") }
+	t.Cleanup(func() { newWatcher = fsnotify.NewWatcher })
+	dir := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		// Written to a new file renamed over the old one: never half-read.
+		if err := os.WriteFile(filepath.Join(dir, name+".new"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, name+".new"), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ca.crt", string(caPEM(t)))
+	write("token", "secret-token\n")
+	write("kubeconfig", fmt.Sprintf(kubeconfigTmpl, "https://one.example:6443"))
+	target, err := NewClients(&rest.Config{Host: "https://target.example:6443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{Target: target, SourceKubeconfig: filepath.Join(dir, "kubeconfig")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.WatchSource(ctx, ReloadOptions{Resync: 20 * time.Millisecond, RetryMin: time.Millisecond, RetryMax: time.Second})
+	}()
+	defer func() { cancel(); <-done }()
+	write("kubeconfig", fmt.Sprintf(kubeconfigTmpl, "https://two.example:6443"))
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return p.sourceHost() == "https://two.example:6443", nil
+	})
+	if err != nil {
+		t.Fatalf("the changed kubeconfig was not picked up without notifications: source host %s", p.sourceHost())
+	}
 }

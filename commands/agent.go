@@ -348,11 +348,7 @@ func runWithSource(ctx context.Context, provider *clusters.Provider, f agentFlag
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() {
-		if err := provider.WatchSource(ctx, clusters.DefaultReloadOptions()); err != nil {
-			klog.FromContext(ctx).Error(err, "Source credentials are not watched; they are read again only on a 401 or 403")
-		}
-	})
+	wg.Go(func() { provider.WatchSource(ctx, clusters.DefaultReloadOptions()) })
 	labels, _ := json.Marshal(f.clusterLabels) // a map of strings always marshals
 	host, _ := os.Hostname()                   // only a name for people to read
 	wg.Go(func() {
