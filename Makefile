@@ -11,7 +11,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/tools/staticcheck-$(STATICCHECK_VERSION)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test race tools deps lint vet staticcheck unit clean bench bench-sweep bench-smoke image image-test fuzz FORCE
+.PHONY: all build demo test race tools deps lint vet staticcheck unit clean bench bench-sweep bench-fleet bench-smoke image image-test fuzz FORCE
 
 all: build
 
@@ -89,10 +89,18 @@ bin/bench: FORCE
 
 # The benchmark (test/bench): a control plane of its own, the agent from
 # this checkout as a separate process, the baselines in the same run. A table
-# on stdout, bin/bench.json and bin/bench.svg. About 20 min, 10 of them the
-# idle window (-idle-window). BENCH_FLAGS adds flags (bin/bench -h lists them).
+# on stdout, bin/bench.json and bin/bench.svg; kube-apiserver's CPU profiles
+# of the ceiling and of the initial sync in bin/bench-apiserver-*.pprof
+# (docs/performance.md breaks them down). About 20 min, 10 of them the idle
+# window (-idle-window). BENCH_FLAGS adds flags (bin/bench -h lists them).
 bench: tools build bin/bench ## the benchmark: 10,000 ConfigMaps + 100 Deployments beside its baselines and targets
-	bin/bench $(BENCH_FLAGS)
+	bin/bench -apiserver-profile bin/bench-apiserver $(BENCH_FLAGS)
+
+# The fleet simulator: 100, 1,000 and 3,000 agents' upstream side in one
+# process against one upstream control plane (docs/upstream.md). About
+# 20 min.
+bench-fleet: tools bin/bench ## upstream CPU, memory, etcd and requests for fleets of 100, 1,000 and 3,000 agents
+	bin/bench -scenario fleet-sim -fleet-sizes 100,1000,3000 -out bin/bench $(BENCH_FLAGS)
 
 # The same figures at growing object counts, a fresh control plane each;
 # stops with a message before a size that would exceed the time budget

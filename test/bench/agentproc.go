@@ -20,6 +20,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/driftwatch/driftwatch/test/cluster"
 )
 
@@ -184,8 +186,35 @@ func (a *agentProc) profileCPU(seconds float64, path string) (wait func() error)
 	}
 }
 
-func fetch(url, path string) error {
-	resp, err := http.Get(url)
+// profileAPIServer starts fetching a CPU profile of c's kube-apiserver
+// over the next seconds into path (as profileCPU). The API server
+// serves /debug/pprof to its admin (--profiling is on by default).
+func profileAPIServer(c *cluster.Cluster, seconds float64, path string) (wait func() error) {
+	if path == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		client, err := rest.HTTPClientFor(c.Config(cluster.AdminUser))
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- fetchWith(client, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", c.Host, int(math.Ceil(seconds))), path)
+	}()
+	return func() error {
+		if err := <-done; err != nil {
+			return fmt.Errorf("kube-apiserver CPU profile: %w", err)
+		}
+		logf("CPU profile of kube-apiserver in %s", path)
+		return nil
+	}
+}
+
+func fetch(url, path string) error { return fetchWith(http.DefaultClient, url, path) }
+
+func fetchWith(client *http.Client, url, path string) error {
+	resp, err := client.Get(url)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -14,6 +16,8 @@ type cpuUse struct {
 	Busy                float64 `json:"machine_busy"` // fraction of all CPUs' time
 	ControlPlaneSeconds float64 `json:"control_plane_cpu_seconds"`
 	AgentSeconds        float64 `json:"agent_cpu_seconds,omitempty"`
+	// ByProcess splits ControlPlaneSeconds by process name.
+	ByProcess map[string]float64 `json:"control_plane_cpu_seconds_by_process,omitempty"`
 }
 
 // cpuMark is the counters at the start of a phase.
@@ -44,9 +48,13 @@ func (m cpuMark) since(agent int) cpuUse {
 		d := now - start
 		if p == agent {
 			u.AgentSeconds = d
-		} else {
-			u.ControlPlaneSeconds += d
+			continue
 		}
+		u.ControlPlaneSeconds += d
+		if u.ByProcess == nil {
+			u.ByProcess = map[string]float64{}
+		}
+		u.ByProcess[procName(p)] += d
 	}
 	return u
 }
@@ -83,4 +91,28 @@ func procCPU(pid int) (float64, error) {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100, nil // USER_HZ
+}
+
+// procName is a process's command name (/proc/PID/comm, at most 15
+// characters: "kube-apiserver", "kube-controller").
+func procName(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return strconv.Itoa(pid)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// split prints ByProcess, largest first.
+func (u cpuUse) split() string {
+	names := make([]string, 0, len(u.ByProcess))
+	for n := range u.ByProcess {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return u.ByProcess[names[i]] > u.ByProcess[names[j]] })
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", n, u.ByProcess[n]))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -91,14 +91,23 @@ func planEdits(w *workload, n int) ([]edit, map[int]bool) {
 	return plan, used
 }
 
-// planFloorEdits alternates patches and deletes over the floor's objects.
+// planFloorEdits alternates patches and deletes over the floor's
+// ConfigMaps; with Deployments of its own, it cycles through the four
+// kinds as planEdits does (each Deployment scaled and re-imaged in turn).
 func planFloorEdits(f *floor, n int) []edit {
 	var plan []edit
+	deps := 0
 	for k := 0; k < n; k++ {
 		i := (k * 7919) % f.n
-		kind := editCMPatch
-		if k%2 == 1 {
-			kind = editCMDelete
+		kind := []editKind{editCMPatch, editCMDelete}[k%2]
+		if f.deployments > 0 {
+			kind = []editKind{editCMPatch, editScale, editImage, editCMDelete}[k%4]
+		}
+		if kind == editScale || kind == editImage {
+			d := (deps / 2) % f.deployments
+			deps++
+			plan = append(plan, edit{kind: kind, key: objKey{"Deployment", floorNS, depName(d)}, namespace: floorNS})
+			continue
 		}
 		plan = append(plan, edit{kind: kind, key: objKey{"ConfigMap", floorNS, floorName(i)}, value: floorValue(i), namespace: floorNS})
 	}

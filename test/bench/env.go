@@ -73,6 +73,9 @@ func startEnv(ctx context.Context, w *workload, log io.Writer) (_ *env, err erro
 		// The log backend rotates at 100 MB unless told otherwise; a
 		// 50,000-object run writes more than that.
 		"--audit-log-maxsize=1000000",
+		// /debug/pprof for -apiserver-profile (it costs nothing until a
+		// profile is taken).
+		"--profiling=true",
 	}})
 	if err != nil {
 		os.RemoveAll(dir)
@@ -115,7 +118,8 @@ func (e *env) setup(ctx context.Context, w *workload) error {
 	}
 	names := []string{bundleNamespace, floorNS}
 	for ns := 0; ns < w.namespaces; ns++ {
-		names = append(names, nsName(agentPrefix, ns), nsName(ceilingPrefix, ns), nsName(kubectlPrefix, ns))
+		names = append(names, nsName(agentPrefix, ns), nsName(ceilingPrefix, ns), nsName(kubectlPrefix, ns),
+			nsName(ceilingMetaPrefix, ns), nsName(ceilingWatchedPrefix, ns))
 	}
 	for _, n := range names {
 		if _, err := e.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); err != nil {

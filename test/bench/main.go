@@ -57,12 +57,21 @@ type options struct {
 	agentBin     string
 	heapProfile  string
 	cpuProfile   string
-	agentEnv     string
-	keep         bool
+	// apiserverProfile: the API server's CPU profiles of the ceiling and
+	// of the initial sync, PREFIX-ceiling.pprof and PREFIX-sync.pprof.
+	apiserverProfile string
+	agentEnv         string
+	keep             bool
 	// scenario, fleetAgents and awayEditInterval: upstream mode (upstream.go).
-	scenario         string
-	fleetAgents      int
-	awayEditInterval time.Duration
+	scenario    string
+	fleetAgents int
+	// fleetSizes, fleetWindow, fleetChangeShare and fleetReloadShare:
+	// -scenario fleet-sim (fleetsim.go).
+	fleetSizes                         []int
+	fleetWindow                        time.Duration
+	fleetChangeShare, fleetReloadShare float64
+	fleetSharedConnections             bool
+	awayEditInterval                   time.Duration
 	// helmObjects and helmRounds: -scenario helm (helm.go).
 	helmObjects, helmRounds int
 	// preventObjects, preventWrites and preventSteps: -scenario prevent
@@ -93,9 +102,15 @@ func main() {
 	flag.StringVar(&o.agentBin, "agent", "bin/driftwatch", "the driftwatch binary")
 	flag.StringVar(&o.heapProfile, "heap-profile", "", "write the agent's heap profile at steady state to this file")
 	flag.StringVar(&o.cpuProfile, "cpu-profile", "", "write the agent's CPU profiles of the initial sync and of the burst to PREFIX-sync.pprof and PREFIX-burst.pprof")
+	flag.StringVar(&o.apiserverProfile, "apiserver-profile", "", "write kube-apiserver's CPU profiles of the ceiling and of the initial sync (same window) to PREFIX-ceiling.pprof and PREFIX-sync.pprof")
 	flag.StringVar(&o.agentEnv, "agent-env", "", "extra environment of the agent, comma-separated K=V (e.g. GOMEMLIMIT=48MiB)")
-	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) helm (a chart's install against helm install, a correction's requests, edit → reverted) kustomize (a cluster label's writes, edit → reverted) or prevent (allowed writes with 0, 10, 100 Bundles guarded by admission policies)")
+	flag.StringVar(&o.scenario, "scenario", "", "instead of the core benchmark: fleet (agents idle against one upstream: requests and upstream CPU), away (the upstream stopped under a drift load: memory, corrections, status flush; -idle-window is the window) helm (a chart's install against helm install, a correction's requests, edit → reverted) kustomize (a cluster label's writes, edit → reverted) prevent (allowed writes with 0, 10, 100 Bundles guarded by admission policies) or fleet-sim (100, 1,000, 3,000 agents' upstream side in one process: upstream CPU, memory, etcd, requests)")
 	flag.IntVar(&o.fleetAgents, "fleet-agents", 20, "agents of -scenario fleet")
+	sizes := flag.String("fleet-sizes", "100,1000,3000", "agents of each run of -scenario fleet-sim, one fresh control plane each")
+	flag.DurationVar(&o.fleetWindow, "fleet-window", 3*time.Minute, "measurement window of each run of -scenario fleet-sim")
+	flag.Float64Var(&o.fleetChangeShare, "fleet-change-share", 0.05, "share of the Bundles changed per minute in -scenario fleet-sim")
+	flag.Float64Var(&o.fleetReloadShare, "fleet-reload-share", 0.01, "share of the agents whose credentials are rewritten per minute in -scenario fleet-sim")
+	flag.BoolVar(&o.fleetSharedConnections, "fleet-shared-connections", false, "in -scenario fleet-sim, let the agents share client-go's connections (the upstream's memory per connection, by difference)")
 	flag.DurationVar(&o.awayEditInterval, "away-edit-interval", time.Second, "one edit every interval in -scenario away")
 	flag.IntVar(&o.helmObjects, "helm-objects", 100, "ConfigMaps of the chart of -scenario helm, and of the Kustomize base of -scenario kustomize")
 	flag.IntVar(&o.helmRounds, "helm-rounds", 3, "installs by the agent and by helm in -scenario helm, each")
@@ -104,6 +119,14 @@ func main() {
 	steps := flag.String("prevent-steps", "0,10,100", "guarded Bundles at each step of -scenario prevent, growing")
 	flag.BoolVar(&o.keep, "keep", false, "keep the control plane's directory and the work files (kept anyway when a run fails)")
 	flag.Parse()
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: -fleet-sizes %q: want agent counts\n", *sizes)
+			os.Exit(2)
+		}
+		o.fleetSizes = append(o.fleetSizes, n)
+	}
 	for _, f := range strings.Split(*steps, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 0 || (len(o.preventSteps) > 0 && n < o.preventSteps[len(o.preventSteps)-1]) {
@@ -120,10 +143,10 @@ func main() {
 
 func run(ctx context.Context, o options) int {
 	if o.scenario != "" {
-		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm, "kustomize": runKustomize, "prevent": runPrevent}
+		scenarios := map[string]func(context.Context, options) error{"fleet": runFleet, "away": runAway, "helm": runHelm, "kustomize": runKustomize, "prevent": runPrevent, "fleet-sim": runFleetSim}
 		f, ok := scenarios[o.scenario]
 		if !ok {
-			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, away, helm, kustomize or prevent\n", o.scenario)
+			fmt.Fprintf(os.Stderr, "bench: -scenario %q: want fleet, fleet-sim, away, helm, kustomize or prevent\n", o.scenario)
 			return 2
 		}
 		if err := f(ctx, o); err != nil {

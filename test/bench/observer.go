@@ -48,7 +48,7 @@ type observer struct {
 }
 
 // startObserver watches the agent's ConfigMaps and Deployments (by the
-// ownership label) and the floor's ConfigMaps, from now on.
+// ownership label) and the floor's, from now on.
 func startObserver(ctx context.Context, kube kubernetes.Interface) (*observer, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	o := &observer{waiters: map[objKey][]*waiter{}, stop: cancel}
@@ -58,10 +58,12 @@ func startObserver(ctx context.Context, kube kubernetes.Interface) (*observer, e
 			return kube.CoreV1().ConfigMaps(ns).Watch(ctx, opts)
 		}}
 	}
-	deps := &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-		opts.LabelSelector = ownedSelector
-		return kube.AppsV1().Deployments("").Watch(ctx, opts)
-	}}
+	deps := func(ns, selector string) *cache.ListWatch {
+		return &cache.ListWatch{WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.LabelSelector = selector
+			return kube.AppsV1().Deployments(ns).Watch(ctx, opts)
+		}}
+	}
 	// The current resourceVersion: watches start here, without replaying
 	// every object as added.
 	list, err := kube.CoreV1().ConfigMaps(floorNS).List(ctx, metav1.ListOptions{Limit: 1})
@@ -69,7 +71,7 @@ func startObserver(ctx context.Context, kube kubernetes.Interface) (*observer, e
 		cancel()
 		return nil, err
 	}
-	for _, lw := range []*cache.ListWatch{cms("", ownedSelector), cms(floorNS, floorLabel), deps} {
+	for _, lw := range []*cache.ListWatch{cms("", ownedSelector), cms(floorNS, floorLabel), deps("", ownedSelector), deps(floorNS, floorLabel)} {
 		rw, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, lw)
 		if err != nil {
 			o.close()

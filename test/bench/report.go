@@ -67,6 +67,9 @@ type ceilingFigures struct {
 	BurstObjects     int     `json:"burst_applies"`
 	BurstSeconds     float64 `json:"burst_applies_seconds"`
 	CPU              cpuUse  `json:"cpu"`
+	// WithMetadata and Watched are the attribution runs (ceiling.go).
+	WithMetadata attributionRun `json:"with_agent_metadata"`
+	Watched      attributionRun `json:"with_agent_metadata_watched"`
 }
 
 type kubectlFigures struct {
@@ -98,6 +101,21 @@ type editFigures struct {
 	// own response arrived.
 	AgentSamples map[string][]float64 `json:"driftwatch_samples_ms"`
 	FloorSamples map[string][]float64 `json:"floor_samples_ms"`
+	Trace        editTrace            `json:"trace"`
+}
+
+// editTrace splits the mean edit → reverted into its parts, for the agent
+// (its own histograms: drift event received → correction applied, and the
+// apply call) and for the floor (the same two, timed in its handler); the
+// rest of the mean is the watch's delivery to the corrector and of the
+// restored object to the benchmark's observer.
+type editTrace struct {
+	AgentMeanMS    float64 `json:"driftwatch_mean_ms"`
+	AgentHandledMS float64 `json:"driftwatch_event_to_applied_mean_ms"`
+	AgentApplyMS   float64 `json:"driftwatch_apply_call_mean_ms"`
+	FloorMeanMS    float64 `json:"floor_mean_ms"`
+	FloorHandledMS float64 `json:"floor_event_to_applied_mean_ms"`
+	FloorApplyMS   float64 `json:"floor_apply_call_mean_ms"`
 }
 
 type burstFigures struct {
@@ -269,11 +287,22 @@ func printRun(w io.Writer, r *runResult) {
 		[]string{"  machine CPU while applying", fmt.Sprintf("%.0f %% busy; control plane %.1f s, agent %.1f s", 100*r.Sync.CPU.Busy, r.Sync.CPU.ControlPlaneSeconds, r.Sync.CPU.AgentSeconds),
 			fmt.Sprintf("ceiling: %.0f %% busy; control plane %.1f s", 100*r.Ceiling.CPU.Busy, r.Ceiling.CPU.ControlPlaneSeconds),
 			fmt.Sprintf("control plane CPU %.2f× the ceiling's", r.Sync.CPU.ControlPlaneSeconds/max(r.Ceiling.CPU.ControlPlaneSeconds, 1e-9)), ""},
+		[]string{"  control plane CPU by process", r.Sync.CPU.split(), "ceiling: " + r.Ceiling.CPU.split(), "", ""},
+		[]string{"  ceiling with the agent's metadata", "", fmt.Sprintf("%.1f s; control plane %.1f s (%s)", r.Ceiling.WithMetadata.Seconds,
+			r.Ceiling.WithMetadata.CPU.ControlPlaneSeconds, r.Ceiling.WithMetadata.CPU.split()),
+			fmt.Sprintf("%.2f× the ceiling's CPU", r.Ceiling.WithMetadata.CPU.ControlPlaneSeconds/max(r.Ceiling.CPU.ControlPlaneSeconds, 1e-9)), ""},
+		[]string{"  … and watched (metadata informer)", "", fmt.Sprintf("%.1f s; control plane %.1f s (%s)", r.Ceiling.Watched.Seconds,
+			r.Ceiling.Watched.CPU.ControlPlaneSeconds, r.Ceiling.Watched.CPU.split()),
+			fmt.Sprintf("%.2f× the ceiling's CPU", r.Ceiling.Watched.CPU.ControlPlaneSeconds/max(r.Ceiling.CPU.ControlPlaneSeconds, 1e-9)), ""},
 		[]string{"re-sync of unchanged Bundles", fmt.Sprintf("%d writes to objects (%d Bundle status, %d events) in %.1f s", r.Resync.ObjectWrites, r.Resync.StatusWrites, r.Resync.EventWrites, r.Resync.Seconds),
 			"", "", "0 writes to objects: " + map[bool]string{true: "ok", false: "FAILED"}[r.Resync.ObjectWrites == 0]},
 		[]string{"edit → reverted, all kinds", qstr(r.Edits.Agent), "floor " + qstr(r.Edits.Floor),
 			fmt.Sprintf("p50 %.2f×, p99 %.2f×", r.Edits.RatioP50, r.Edits.RatioP99), verdict["edit → reverted p50"] + "; " + verdict["edit → reverted p99"]},
 	)
+	t := r.Edits.Trace
+	rows = append(rows, []string{"  mean, traced", fmt.Sprintf("%.1f ms: event → applied %.1f (apply call %.1f), watch deliveries %.1f", t.AgentMeanMS, t.AgentHandledMS, t.AgentApplyMS, t.AgentMeanMS-t.AgentHandledMS),
+		fmt.Sprintf("floor %.1f ms: event → applied %.1f (apply call %.1f), watch deliveries %.1f", t.FloorMeanMS, t.FloorHandledMS, t.FloorApplyMS, t.FloorMeanMS-t.FloorHandledMS),
+		fmt.Sprintf("%.2f×", t.AgentMeanMS/max(t.FloorMeanMS, 1e-9)), ""})
 	for _, k := range []editKind{editCMPatch, editCMDelete, editScale, editImage} {
 		aq, fq := r.Edits.AgentByKind[string(k)], r.Edits.FloorByKind[string(k)]
 		base, ratio := "", ""

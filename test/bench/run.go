@@ -73,11 +73,20 @@ func (s *sizeRun) baselines(ctx context.Context) error {
 	w, r := s.w, s.r
 	logf("ceiling: server-side apply of %s objects, %d workers", thousands(w.objects()), ceilingWorkers)
 	mark := markCPU(s.e.c.Pids())
+	// A window long enough for the initial sync at a third of the ceiling;
+	// the rest of it is the idle API server (about 0.02 cores).
+	profiled := profileAPIServer(s.e.c, apiserverProfileSeconds(w), profilePath(s.o.apiserverProfile, "ceiling"))
 	d, err := runCeiling(ctx, s.e.kube, w, &s.retries)
 	if err != nil {
 		return fmt.Errorf("ceiling: %w", err)
 	}
+	if err := profiled(); err != nil {
+		return err
+	}
 	r.Ceiling = ceilingFigures{Workers: ceilingWorkers, Seconds: d.Seconds(), ObjectsPerSecond: float64(w.objects()) / d.Seconds(), CPU: mark.since(0)}
+	if r.Ceiling.WithMetadata, r.Ceiling.Watched, err = runCeilingAttribution(ctx, s.e.kube, s.e.meta, s.e.c.Pids(), w, &s.retries); err != nil {
+		return err
+	}
 	r.Ceiling.BurstObjects = min(s.o.burst, w.configMaps)
 	if d, err = runCeilingBurst(ctx, s.e.kube, w, r.Ceiling.BurstObjects, &s.retries); err != nil {
 		return fmt.Errorf("ceiling burst: %w", err)
@@ -118,6 +127,7 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 	t0 := time.Now()
 	// The profile spans the sync at half the ceiling's rate, and some idle.
 	profiled := s.a.profileCPU(2*s.r.Ceiling.Seconds+2, profilePath(s.o.cpuProfile, "sync"))
+	apiserverProfiled := profileAPIServer(s.e.c, apiserverProfileSeconds(s.w), profilePath(s.o.apiserverProfile, "sync"))
 	if err := createBundles(ctx, s.e.dyn, s.w); err != nil {
 		return err
 	}
@@ -135,6 +145,9 @@ func (s *sizeRun) initialSync(ctx context.Context) (err error) {
 		return fmt.Errorf("initial sync, readiness: %w", err)
 	}
 	if err := profiled(); err != nil {
+		return err
+	}
+	if err := apiserverProfiled(); err != nil {
 		return err
 	}
 	cpu1, err := s.a.cpu()
@@ -204,6 +217,11 @@ func (s *sizeRun) edits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if o.deployments > 0 {
+		if err := fl.addDeployments(ctx, min(floorDeployments, o.deployments)); err != nil {
+			return err
+		}
+	}
 	if err := fl.start(ctx); err != nil {
 		return err
 	}
@@ -216,6 +234,10 @@ func (s *sizeRun) edits(ctx context.Context) error {
 	agentPlan, used := planEdits(s.w, o.edits)
 	logf("edits: %d of the agent's objects and %d of the floor's, one every %s", len(agentPlan), o.edits, o.editInterval)
 	var dropped int
+	before, err := s.a.correctionTimes()
+	if err != nil {
+		return err
+	}
 	r.agentLat, r.floorLat, dropped, err = runEdits(ctx, s.e.kube, obs, agentPlan, planFloorEdits(fl, o.edits), o.editInterval)
 	if ferr := fl.failure(); ferr != nil {
 		err = errors.Join(err, ferr)
@@ -238,6 +260,11 @@ func (s *sizeRun) edits(ctx context.Context) error {
 		}
 	}
 	r.Edits.AgentSamples, r.Edits.FloorSamples = samples(r.agentLat), samples(r.floorLat)
+	after, err := s.a.correctionTimes()
+	if err != nil {
+		return err
+	}
+	r.Edits.Trace = traceEdits(before, after, r.agentLat, r.floorLat, fl)
 	r.Edits.RatioP50 = r.Edits.Agent.P50 / r.Edits.Floor.P50
 	r.Edits.RatioP99 = r.Edits.Agent.P99 / r.Edits.Floor.P99
 
@@ -365,6 +392,54 @@ func peakRSS(pids []int) float64 {
 }
 
 // profilePath names a phase's CPU profile; "" without -cpu-profile.
+// floorDeployments is how many Deployments the floor owns (each edited
+// several times): the agent's Deployment edits are compared with the same
+// edits of the floor's.
+const floorDeployments = 20
+
+// correctionSums are the agent's correction histograms' sums and counts.
+type correctionSums struct{ handled, handledN, apply, applyN float64 }
+
+// correctionTimes scrapes them.
+func (a *agentProc) correctionTimes() (correctionSums, error) {
+	var c correctionSums
+	for _, m := range []struct {
+		name string
+		v    *float64
+	}{
+		{"driftwatch_drift_correction_seconds_sum", &c.handled}, {"driftwatch_drift_correction_seconds_count", &c.handledN},
+		{`driftwatch_apply_duration_seconds_sum{result="success"}`, &c.apply}, {`driftwatch_apply_duration_seconds_count{result="success"}`, &c.applyN},
+	} {
+		v, err := a.scrape(m.name)
+		if err != nil {
+			return c, err
+		}
+		*m.v = v
+	}
+	return c, nil
+}
+
+// traceEdits is the edits' mean split into its parts (editTrace).
+func traceEdits(before, after correctionSums, agent, floor []latency, fl *floor) editTrace {
+	mean := func(ls []latency) float64 {
+		var sum time.Duration
+		for _, l := range ls {
+			sum += l.d
+		}
+		return float64(sum) / float64(max(len(ls), 1)) / 1e6
+	}
+	t := editTrace{AgentMeanMS: mean(agent), FloorMeanMS: mean(floor)}
+	t.AgentHandledMS = 1000 * (after.handled - before.handled) / max(after.handledN-before.handledN, 1)
+	t.AgentApplyMS = 1000 * (after.apply - before.apply) / max(after.applyN-before.applyN, 1)
+	t.FloorHandledMS, t.FloorApplyMS = fl.trace()
+	return t
+}
+
+// apiserverProfileSeconds is the window of the API server's profiles of
+// the ceiling and of the initial sync: the same for both, so that their
+// samples compare (the idle rest of the window adds about 0.02 cores).
+func apiserverProfileSeconds(w *workload) float64 { return 10 + float64(w.objects())/400 }
+
 func profilePath(prefix, phase string) string {
 	if prefix == "" {
 		return ""

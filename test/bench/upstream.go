@@ -114,24 +114,40 @@ func (e *upstreamEnv) stop() {
 	os.RemoveAll(e.dir)
 }
 
-// addAgent prepares namespace ns in both clusters — the shipped Role bound
-// to user upstream, a Bundle of n ConfigMaps — and starts an agent for it.
+// addAgent prepares namespace ns in both clusters (prepareAgent) and
+// starts an agent for it.
 func (e *upstreamEnv) addAgent(ctx context.Context, bin, ns, user string, n int, args ...string) (*agentProc, error) {
+	if err := e.prepareAgent(ctx, ns, user, n); err != nil {
+		return nil, err
+	}
+	a, err := startAgent(e.target, bin, filepath.Join(e.dir, ns+".log"), "",
+		append([]string{"--kubeconfig", e.target.Kubeconfig(cluster.AdminUser), "--namespace", ns,
+			"--source-kubeconfig", e.up.Kubeconfig(user), "--cluster-name", ns}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	e.agents = append(e.agents, a)
+	return a, nil
+}
+
+// prepareAgent prepares namespace ns in both clusters: the shipped Role
+// bound to user upstream, a Bundle "app" of n ConfigMaps.
+func (e *upstreamEnv) prepareAgent(ctx context.Context, ns, user string, n int) error {
 	for _, kube := range []kubernetes.Interface{e.targetKube, e.upKube} {
 		if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	role := e.role.DeepCopy()
 	role.Namespace = ns
 	if _, err := e.upKube.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		return nil, err
+		return err
 	}
 	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: ns},
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}}
 	if _, err := e.upKube.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		return nil, err
+		return err
 	}
 	var docs []string
 	for i := 0; i < n; i++ {
@@ -143,17 +159,8 @@ func (e *upstreamEnv) addAgent(ctx context.Context, bin, ns, user string, n int,
 		"spec": map[string]any{"defaultNamespace": ns, "resources": []any{
 			map[string]any{"name": "cms.yaml", "content": strings.Join(docs, "---\n")}}},
 	}}
-	if _, err := e.upDyn.Resource(manifests.BundleGVR).Namespace(ns).Create(ctx, b, metav1.CreateOptions{}); err != nil {
-		return nil, err
-	}
-	a, err := startAgent(e.target, bin, filepath.Join(e.dir, ns+".log"), "",
-		append([]string{"--kubeconfig", e.target.Kubeconfig(cluster.AdminUser), "--namespace", ns,
-			"--source-kubeconfig", e.up.Kubeconfig(user), "--cluster-name", ns}, args...)...)
-	if err != nil {
-		return nil, err
-	}
-	e.agents = append(e.agents, a)
-	return a, nil
+	_, err := e.upDyn.Resource(manifests.BundleGVR).Namespace(ns).Create(ctx, b, metav1.CreateOptions{})
+	return err
 }
 
 // waitReady waits until the Bundle of ns is Ready upstream.
