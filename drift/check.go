@@ -81,7 +81,7 @@ func (c *Controller) check(gvr schema.GroupVersionResource, obj *watch.Object) {
 		applied.ResourceVersion = obj.ResourceVersion
 		if _, was := s.drifted[ref]; was {
 			delete(s.drifted, ref)
-			c.statuses.Add(s.key)
+			c.statusSoon(s.key)
 		}
 		return
 	}
@@ -122,7 +122,7 @@ func (c *Controller) driftFound(s *bundleState, ref manifests.ObjectRef, f detec
 				ref, strings.Join(f.Fields, ", "), f.ChangedBy())
 		}
 	}
-	c.statuses.Add(s.key)
+	c.statusSoon(s.key)
 	if override != "" {
 		if !seenBefore || !prev.finding.Same(f) {
 			for _, m := range f.Culprits() {

@@ -457,7 +457,7 @@ func (c *Controller) OnUpsert(gvr schema.GroupVersionResource, obj *watch.Object
 		// Readiness may have changed: the status says so (written only
 		// when it changes).
 		if s, _, ok := c.lookup(gvr, obj.Namespace, obj.Name, obj.Labels()); ok {
-			c.statuses.Add(s.key)
+			c.statusSoon(s.key)
 		}
 	}
 	if gvr == watch.PodsGVR && obj.Pod != nil && obj.Pod.Phase == corev1.PodFailed {

@@ -130,7 +130,7 @@ func (c *Controller) recordCorrection(w correction, key fixKey, res apply.Result
 	// rate is then 0, not absent.
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultError)
 	c.metrics.DriftCorrections.WithLabelValues(s.key.Namespace, s.key.Name, key.Ref.Group, key.Ref.Kind, metrics.ResultSuccess)
-	c.statuses.Add(s.key)
+	c.statusSoon(s.key)
 }
 
 // afterFailedPodDeleted reports the deletion of a failed bare Pod. Its

@@ -24,6 +24,20 @@ func (c *Controller) processStatus(ctx context.Context) bool {
 	})
 }
 
+// statusCoalesce is how long a status change that an informer event or a
+// correction caused waits before it is written: a drift and its
+// correction, milliseconds apart, or a Deployment's readiness changing
+// several times while its Pods start, become one write instead of several,
+// and the write comes after the correction instead of beside it (a status
+// write rewrites the whole Bundle, manifests included, and the API server
+// sends it to every Bundle watcher). A sync's end, a render failure and a
+// refusal are written at once.
+const statusCoalesce = 250 * time.Millisecond
+
+// statusSoon schedules a Bundle's status write within statusCoalesce; a
+// write already scheduled sooner stays, and writes what is true then.
+func (c *Controller) statusSoon(key types.NamespacedName) { c.statuses.AddAfter(key, statusCoalesce) }
+
 // writeStatus computes a Bundle's status and writes it when it changed.
 // The state is copied under the lock; readiness is read from the caches
 // and the status computed outside it.
