@@ -271,36 +271,9 @@ func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) {
 		return
 	}
 	logger := klog.FromContext(ctx).WithValues("kubeconfig", p.sourcePath)
-	// Without change notifications (a node out of inotify instances: the
-	// limit is per user, 128 by default) the files are still re-read
-	// every resync and on every refusal.
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	w, err := newWatcher()
-	if err != nil {
-		logger.Error(err, "Cannot watch the source credentials for changes; re-reading them every resync and on a 401 or 403 only", "resync", opts.Resync)
-	} else {
-		defer w.Close()
-		events, errs = w.Events, w.Errors
-	}
-	watched := map[string]bool{}
-	watchDirs := func(paths []string) {
-		if w == nil {
-			return
-		}
-		for _, path := range paths {
-			dir := filepath.Dir(path)
-			if watched[dir] {
-				continue
-			}
-			if err := w.Add(dir); err != nil {
-				logger.Error(err, "Cannot watch a directory of the source credentials; re-reading them every resync only", "dir", dir)
-				continue
-			}
-			watched[dir] = true
-		}
-	}
-	watchDirs(p.sourcePaths())
+	dirs := watchDirs(logger, opts.Resync)
+	defer dirs.close()
+	dirs.add(p.sourcePaths())
 	resync := time.NewTicker(opts.Resync)
 	defer resync.Stop()
 	retry := opts.RetryMin
@@ -309,10 +282,10 @@ func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) {
 		select {
 		case <-ctx.Done():
 			return
-		case err := <-errs:
+		case err := <-dirs.errors():
 			logger.Error(err, "Watching the source credentials")
 			continue
-		case <-events:
+		case <-dirs.events():
 		case <-resync.C:
 		case <-p.refusedc:
 			if time.Now().Before(notBefore) {
@@ -329,7 +302,67 @@ func (p *Provider) WatchSource(ctx context.Context, opts ReloadOptions) {
 			logger.Info("Source credentials reloaded", "host", p.sourceHost())
 			retry, notBefore = opts.RetryMin, time.Time{}
 		}
-		watchDirs(paths)
+		dirs.add(paths)
+	}
+}
+
+// dirWatch follows the directories of the source credentials' files.
+// Without a watcher (a node out of inotify instances: the limit is per
+// user, 128 by default) it delivers nothing, and the files are still
+// re-read every resync and on every refusal.
+type dirWatch struct {
+	w       *fsnotify.Watcher // nil: none could be made
+	watched map[string]bool
+	logger  klog.Logger
+}
+
+func watchDirs(logger klog.Logger, resync time.Duration) *dirWatch {
+	d := &dirWatch{watched: map[string]bool{}, logger: logger}
+	w, err := newWatcher()
+	if err != nil {
+		logger.Error(err, "Cannot watch the source credentials for changes; re-reading them every resync and on a 401 or 403 only", "resync", resync)
+		return d
+	}
+	d.w = w
+	return d
+}
+
+// add watches the directories of paths not watched yet.
+func (d *dirWatch) add(paths []string) {
+	if d.w == nil {
+		return
+	}
+	for _, path := range paths {
+		dir := filepath.Dir(path)
+		if d.watched[dir] {
+			continue
+		}
+		if err := d.w.Add(dir); err != nil {
+			d.logger.Error(err, "Cannot watch a directory of the source credentials; re-reading them every resync only", "dir", dir)
+			continue
+		}
+		d.watched[dir] = true
+	}
+}
+
+// events and errors are the watcher's channels; nil (never ready) without one.
+func (d *dirWatch) events() <-chan fsnotify.Event {
+	if d.w == nil {
+		return nil
+	}
+	return d.w.Events
+}
+
+func (d *dirWatch) errors() <-chan error {
+	if d.w == nil {
+		return nil
+	}
+	return d.w.Errors
+}
+
+func (d *dirWatch) close() {
+	if d.w != nil {
+		_ = d.w.Close() // closing a watcher fails only when it is closed already
 	}
 }
 
