@@ -131,17 +131,11 @@ func New(opts Options) (*Provider, error) {
 	case target != nil && opts.SourceKubeconfig == "":
 		return nil, errors.New("shared target clients need a source kubeconfig")
 	case target == nil:
-		targetCfg, raw, err := LoadConfig(opts.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("target cluster: %w", err)
+		var err error
+		if target, f.config, err = newTarget(opts); err != nil {
+			return nil, err
 		}
-		cfg := tuned(targetCfg, opts.UserAgent, opts.TargetQPS, opts.TargetBurst)
-		withServerWait(cfg)
-		if target, err = NewClients(cfg); err != nil {
-			return nil, fmt.Errorf("target cluster: %w", err)
-		}
-		target.rawConfig = raw
-		f.config, f.raw = targetCfg, raw
+		f.raw = target.rawConfig
 	}
 	p := NewProvider(target, nil)
 	p.opts, p.observer, p.sourcePath = opts, opts.Observer, opts.SourceKubeconfig
@@ -157,6 +151,30 @@ func New(opts Options) (*Provider, error) {
 		return nil, fmt.Errorf("source cluster: %w", err)
 	}
 	return p, nil
+}
+
+// NewTarget builds the target cluster's clients from opts.Kubeconfig, to
+// share between the Providers of one process (Options.Target).
+func NewTarget(opts Options) (*Clients, error) {
+	target, _, err := newTarget(opts)
+	return target, err
+}
+
+// newTarget returns the target's clients and the configuration they were
+// tuned from.
+func newTarget(opts Options) (*Clients, *rest.Config, error) {
+	loaded, raw, err := LoadConfig(opts.Kubeconfig)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target cluster: %w", err)
+	}
+	cfg := tuned(loaded, opts.UserAgent, opts.TargetQPS, opts.TargetBurst)
+	withServerWait(cfg)
+	target, err := NewClients(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("target cluster: %w", err)
+	}
+	target.rawConfig = raw
+	return target, loaded, nil
 }
 
 // NewProvider returns a Provider of the given clients (source may be the
