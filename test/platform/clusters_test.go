@@ -68,8 +68,13 @@ func TestProviderImpersonatesServiceAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := asDeployer.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{}); err != nil {
-		t.Errorf("alice, who may impersonate deployer only, acting as deployer: %v", err)
+	// The new binding, too, reaches the RBAC cache a moment later (a run
+	// that asked at once was refused: "cannot impersonate-on").
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, listErr = asDeployer.Kube.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		return listErr == nil, nil
+	}); err != nil {
+		t.Errorf("alice, who may impersonate deployer only, acting as deployer: %v", listErr)
 	}
 	asDefault, err := narrow.Impersonate(types.NamespacedName{Namespace: ns, Name: "default"})
 	if err != nil {
