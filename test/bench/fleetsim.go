@@ -141,7 +141,9 @@ func simulateFleet(ctx context.Context, o options, n int) (fleetRow, error) {
 	if r.APIServerRSSBefore, err = procRSS(apiserver); err != nil {
 		return r, err
 	}
-	r.EtcdDBBefore = fileSize(filepath.Join(e.up.Dir, "etcd", "member", "snap", "db"))
+	if r.EtcdDBBefore, err = etcdDBSize(e); err != nil {
+		return r, err
+	}
 	simBefore, _ := procRSS(os.Getpid())
 
 	fleet, err := startFleet(ctx, e, users, o.fleetSharedConnections)
@@ -165,7 +167,9 @@ func simulateFleet(ctx context.Context, o options, n int) (fleetRow, error) {
 	if r.APIServerRSS, err = procRSS(apiserver); err != nil {
 		return r, err
 	}
-	r.EtcdDBBytes = fileSize(filepath.Join(e.up.Dir, "etcd", "member", "snap", "db"))
+	if r.EtcdDBBytes, err = etcdDBSize(e); err != nil {
+		return r, err
+	}
 	return r, leaseAges(ctx, e, &r)
 }
 
@@ -179,7 +183,11 @@ func measureFleetWindow(ctx context.Context, o options, e *upstreamEnv, fleet *s
 	}
 	lags := newLagWatch(ctx, e)
 	defer lags.stop()
-	c0 := []float64{must(procCPU(apiserver)), must(procCPU(etcd)), must(procCPU(os.Getpid()))}
+	pids := []int{apiserver, etcd, os.Getpid()}
+	c0, err := cpuOfAll(pids)
+	if err != nil {
+		return err
+	}
 	from := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, o.fleetWindow)
 	var wg sync.WaitGroup
@@ -205,7 +213,10 @@ func measureFleetWindow(ctx context.Context, o options, e *upstreamEnv, fleet *s
 	wg.Wait()
 	cancel()
 	to := time.Now()
-	c1 := []float64{must(procCPU(apiserver)), must(procCPU(etcd)), must(procCPU(os.Getpid()))}
+	c1, err := cpuOfAll(pids)
+	if err != nil {
+		return err
+	}
 	secs := to.Sub(from).Seconds()
 	r.WindowSeconds, r.Changes, r.Reloads = secs, int(changes.Load()), int(reloads.Load())
 	r.APIServerCores, r.EtcdCores, r.SimCores = (c1[0]-c0[0])/secs, (c1[1]-c0[1])/secs, (c1[2]-c0[2])/secs
@@ -241,19 +252,26 @@ func every(ctx context.Context, interval time.Duration, f func(int)) {
 	}
 }
 
-func must(v float64, err error) float64 {
-	if err != nil {
-		return 0
+// cpuOfAll reads the CPU seconds of each process.
+func cpuOfAll(pids []int) ([]float64, error) {
+	out := make([]float64, len(pids))
+	for i, p := range pids {
+		v, err := procCPU(p)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
 	}
-	return v
+	return out, nil
 }
 
-func fileSize(path string) float64 {
-	st, err := os.Stat(path)
+// etcdDBSize is the size of the upstream etcd's database file.
+func etcdDBSize(e *upstreamEnv) (float64, error) {
+	st, err := os.Stat(filepath.Join(e.up.Dir, "etcd", "member", "snap", "db"))
 	if err != nil {
-		return 0
+		return 0, fmt.Errorf("etcd's database: %w", err)
 	}
-	return float64(st.Size())
+	return float64(st.Size()), nil
 }
 
 // prepareFleet prepares every agent's namespace in both clusters, 16 at a
